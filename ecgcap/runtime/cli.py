@@ -1,0 +1,125 @@
+"""What every ``python -m ecgcap.*`` command shares: common options and error handling.
+
+An entry point looks like::
+
+    def main(argv=None):
+        parser = make_parser("train_ecg", "Train an ECG classifier.")
+        ...add its own options...
+        return run(parser, _work, argv)
+
+``run`` parses, applies ``--device/--seed``, calls the work function and turns an
+:class:`EcgcapError` into one line on stderr with its exit code (2 bad usage or input, 1 other);
+any other exception is one line with exit code 1, and a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from ecgcap.runtime.errors import EXIT_FAILURE, EXIT_USAGE, EcgcapError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``prog: error: ...`` and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def make_parser(prog: str, description: str, *, data: bool = True,
+                run_folder: bool = False) -> OneLineParser:
+    """A parser with the options every command has.
+
+    ``data`` adds ``--data-dir``; ``run_folder`` adds ``--runs-dir/--name/--overwrite``.
+    """
+    parser = OneLineParser(prog=f"python -m ecgcap.{prog}", description=description,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common = parser.add_argument_group("common options")
+    if data:
+        common.add_argument("--data-dir", metavar="DIR", default=None,
+                            help="where datasets live (a dataset's own folder or a folder holding "
+                                 "it); default: $ECGCAP_DATA, else data/")
+    common.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="where to run; gpu fails clearly when there is none")
+    common.add_argument("--mixed-precision", action="store_true",
+                        help="use mixed_float16 on GPU (ignored on CPU)")
+    common.add_argument("--seed", type=int, default=0, help="seed for every random generator")
+    if run_folder:
+        common.add_argument("--runs-dir", metavar="DIR", default="runs",
+                            help="folder that holds run folders")
+        common.add_argument("--name", default=None,
+                            help="run folder name under --runs-dir (default: made from the options)")
+        common.add_argument("--overwrite", action="store_true",
+                            help="replace an existing run folder of the same name")
+    common.add_argument("-q", "--quiet", action="store_true", help="print results only")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def say(args: argparse.Namespace, *parts: object) -> None:
+    """Print a status line to stderr unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        print(*parts, file=sys.stderr, flush=True)
+
+
+def setup_runtime(args: argparse.Namespace) -> str:
+    """Apply ``--device``, ``--mixed-precision`` and ``--seed``; report and return the device line."""
+    if args.quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ecgcap.runtime.device import configure_device
+    from ecgcap.runtime.seed import set_seed
+
+    line = configure_device(args.device, mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+    say(args, line)
+    return line
+
+
+def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], int | None],
+        argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run ``work(args)`` and return the exit code (errors as one line)."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(work(args) or 0)
+    except EcgcapError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of a command
+        if args.debug:
+            traceback.print_exc()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"{parser.prog}: error: {type(exc).__name__}: {detail} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
