@@ -74,7 +74,7 @@ def make_parser(prog: str, description: str, *, data: bool = True,
         common.add_argument("--runs-dir", metavar="DIR", default="runs",
                             help="folder that holds run folders")
         common.add_argument("--name", default=None,
-                            help="run folder name under --runs-dir (default: made from the options)")
+                            help="run folder under --runs-dir (default: made from the options)")
         common.add_argument("--overwrite", action="store_true",
                             help="replace an existing run folder of the same name")
     common.add_argument("-q", "--quiet", action="store_true", help="print results only")
@@ -89,9 +89,7 @@ def say(args: argparse.Namespace, *parts: object) -> None:
 
 
 def setup_runtime(args: argparse.Namespace) -> str:
-    """Apply ``--device``, ``--mixed-precision`` and ``--seed``; report and return the device line."""
-    if args.quiet:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Apply ``--device``, ``--mixed-precision`` and ``--seed``; report the device line."""
     from ecgcap.runtime.device import configure_device
     from ecgcap.runtime.seed import set_seed
 
@@ -105,7 +103,7 @@ def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], in
         argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run ``work(args)`` and return the exit code (errors as one line)."""
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if args.debug else "3")
     try:
         return int(work(args) or 0)
     except EcgcapError as exc:

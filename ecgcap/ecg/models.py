@@ -1,0 +1,114 @@
+"""Keras functional-API builders: the LSTM classifier and its SimpleRNN baseline.
+
+Both share one generic builder, so the baseline differs from the LSTM only in its recurrent
+cell: same inputs, front end, widths, head and defaults. Only ``keras.layers`` and
+``keras.ops`` are used, so the models run on the TensorFlow, JAX and torch backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+CELLS = {"lstm": layers.LSTM, "simplernn": layers.SimpleRNN}
+
+
+def _front_end(x, filters: Sequence[int], kernel_size: int, pool_size: int, name: str):
+    """Conv1D + batch norm + ReLU + max pooling blocks: shorten the sequence ``pool**n`` times."""
+    for i, f in enumerate(filters, 1):
+        x = layers.Conv1D(f, kernel_size, padding="same", use_bias=False,
+                          name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        x = layers.MaxPooling1D(pool_size, name=f"{name}_pool{i}")(x)
+    return x
+
+
+def build_recurrent_classifier(
+    cell: str = "lstm",
+    *,
+    input_length: int | None = 126,
+    channels: int = 2,
+    rr_features: int = 8,
+    classes: int = 5,
+    conv_filters: Sequence[int] = (32, 32),
+    kernel_size: int = 7,
+    pool_size: int = 2,
+    recurrent_layers: int = 1,
+    units: int = 64,
+    bidirectional: bool = True,
+    dropout: float = 0.3,
+    dense_units: int = 64,
+    name: str | None = None,
+) -> keras.Model:
+    """A recurrent classifier of ECG sequences, with optional RR features as a second input.
+
+    Parameters
+    ----------
+    cell : ``"lstm"`` or ``"simplernn"``.
+    input_length : samples per sequence (``None`` for any length).
+    channels : signal channels per sample.
+    rr_features : width of the second input ``rr`` (0: no second input).
+    classes : softmax outputs.
+    conv_filters : filters of the Conv1D + pooling blocks in front (empty: none).
+    kernel_size, pool_size : of those blocks.
+    recurrent_layers, units, bidirectional : the recurrent stack; the last layer returns its
+        final state.
+    dropout : rate of the ``Dropout`` layers between blocks. The recurrent layers keep Keras'
+        cuDNN-eligible defaults (tanh/sigmoid, no recurrent dropout, no unrolling).
+    dense_units : width of the hidden layer of the head.
+
+    Returns
+    -------
+    keras.Model with inputs ``{"beat": (length, channels)[, "rr": (rr_features,)]}`` and a
+    float32 softmax output of ``classes``.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    for arg, value in (("channels", channels), ("classes", classes), ("units", units),
+                       ("recurrent_layers", recurrent_layers), ("dense_units", dense_units)):
+        if value < 1:
+            raise ValueError(f"{arg} must be at least 1, got {value}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    name = name or f"{cell}_classifier"
+    beat = keras.Input((input_length, channels), name="beat")
+    inputs = {"beat": beat}
+    x = _front_end(beat, conv_filters, kernel_size, pool_size, "front") if conv_filters else beat
+    if conv_filters and dropout:
+        x = layers.Dropout(dropout, name="front_dropout")(x)
+    rnn = CELLS[cell]
+    for i in range(1, recurrent_layers + 1):
+        last = i == recurrent_layers
+        layer = rnn(units, return_sequences=not last, name=f"{cell}{i}")
+        if bidirectional:
+            layer = layers.Bidirectional(layer, name=f"bi{cell}{i}")
+        x = layer(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"{cell}{i}_dropout")(x)
+    if rr_features:
+        rr = keras.Input((rr_features,), name="rr")
+        inputs["rr"] = rr
+        r = layers.Normalization(name="rr_norm")(rr)
+        r = layers.Dense(16, activation="relu", name="rr_dense")(r)
+        x = layers.Concatenate(name="join")([x, r])
+    x = layers.Dense(dense_units, activation="relu", name="head_dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    out = layers.Dense(classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, out, name=name)
+
+
+def build_lstm_classifier(**kwargs) -> keras.Model:
+    """The LSTM classifier; keyword arguments as :func:`build_recurrent_classifier`."""
+    return build_recurrent_classifier("lstm", **kwargs)
+
+
+def build_simplernn_classifier(**kwargs) -> keras.Model:
+    """The SimpleRNN baseline, on equal terms with :func:`build_lstm_classifier`."""
+    return build_recurrent_classifier("simplernn", **kwargs)
+
+
+BUILDERS = {"lstm": build_lstm_classifier, "simplernn": build_simplernn_classifier}

@@ -1,0 +1,140 @@
+"""ECG processing steps, one function each, on arrays and a sampling rate (no files).
+
+The steps, in the order the beat pipeline chains them::
+
+    x = select_lead(signal, names, "MLII")
+    x = filter_signal(x, fs)                       # baseline wander and high-frequency noise
+    x, peaks = resample_signal(x, fs, 180), resample_samples(peaks, fs, 180)
+    x = normalise(x)                               # per record
+    windows, kept = beat_windows(x, peaks, before, after)
+    rr = rr_features(peaks, fs)                    # previous, next, local and record-average RR
+    labels = aami_classes(symbols)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal as sps
+
+from ecgcap.runtime.errors import EcgcapError
+
+
+def select_lead(signal: np.ndarray, names: Sequence[str], lead: str = "MLII") -> np.ndarray:
+    """The column of ``signal`` (samples, leads) whose name is ``lead``, as float32.
+
+    Examples
+    --------
+    >>> select_lead(np.zeros((5, 2)), ["V5", "MLII"], "MLII").shape
+    (5,)
+    """
+    signal = np.asarray(signal)
+    if signal.ndim != 2 or signal.shape[1] != len(names):
+        raise ValueError(f"signal of shape {signal.shape} does not match {len(names)} lead names")
+    names = [str(n) for n in names]
+    if lead not in names:
+        raise EcgcapError(f"no lead {lead!r} (leads: {', '.join(names)})", input="--lead")
+    return signal[:, names.index(lead)].astype(np.float32)
+
+
+def resample_signal(x: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
+    """Resample ``x`` from ``fs`` to ``target_fs`` Hz (polyphase, anti-aliased)."""
+    if fs <= 0 or target_fs <= 0:
+        raise ValueError(f"sampling rates must be positive, got {fs} and {target_fs}")
+    if fs == target_fs:
+        return np.asarray(x, dtype=np.float32)
+    ratio = Fraction(target_fs / fs).limit_denominator(1000)
+    return sps.resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def resample_samples(samples: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
+    """Sample positions at ``fs`` mapped to the nearest position at ``target_fs``."""
+    return np.round(np.asarray(samples, dtype=np.float64) * target_fs / fs).astype(np.int64)
+
+
+def filter_signal(x: np.ndarray, fs: float, highpass: float = 0.5, lowpass: float = 40.0,
+                  order: int = 2) -> np.ndarray:
+    """Remove baseline wander (< ``highpass`` Hz) and noise (> ``lowpass`` Hz).
+
+    A zero-phase Butterworth band-pass (``scipy.signal.sosfiltfilt``), so R peaks do not move.
+    """
+    if not 0 < highpass < lowpass < fs / 2:
+        raise ValueError(f"need 0 < highpass < lowpass < fs/2, got {highpass}, {lowpass}, fs={fs}")
+    sos = sps.butter(order, [highpass, lowpass], btype="bandpass", fs=fs, output="sos")
+    return sps.sosfiltfilt(sos, np.asarray(x, dtype=np.float64)).astype(np.float32)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Per-record robust standardisation: subtract the median, divide by the scaled MAD.
+
+    Robust to the few huge artefacts a 30-minute record has; a flat signal raises an error.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise EcgcapError("signal contains NaN or infinite values", input="signal")
+    median = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - median))
+    if not mad > 1e-8:
+        mad = float(np.std(x))
+    if not mad > 1e-8:
+        raise EcgcapError("signal is constant (flat line)", input="signal")
+    return ((x - median) / mad).astype(np.float32)
+
+
+def beat_windows(x: np.ndarray, peaks: np.ndarray, before: int, after: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Windows ``x[p - before : p + after]`` around each peak ``p``.
+
+    Returns ``(windows, kept)``: windows of shape (kept beats, before + after) and the boolean
+    mask of the peaks far enough from both ends to have a full window.
+    """
+    if before < 0 or after < 1:
+        raise ValueError(f"need before >= 0 and after >= 1, got {before} and {after}")
+    peaks = np.asarray(peaks, dtype=np.int64)
+    kept = (peaks - before >= 0) & (peaks + after <= len(x))
+    starts = peaks[kept] - before
+    index = starts[:, None] + np.arange(before + after)[None, :]
+    return np.asarray(x, dtype=np.float32)[index], kept
+
+
+def rr_features(peaks: np.ndarray, fs: float, local_beats: int = 10) -> np.ndarray:
+    """RR-interval features per beat, in seconds: previous, next, local and record average.
+
+    ``local`` is the mean RR over the ``local_beats`` intervals centred on the beat. The first
+    beat borrows its next interval as previous, the last its previous as next.
+
+    Returns an array (beats, 4).
+    """
+    peaks = np.asarray(peaks, dtype=np.float64)
+    n = len(peaks)
+    if n < 2:
+        raise EcgcapError("need at least two beats for RR intervals", input="beats")
+    rr = np.diff(peaks) / fs
+    prev = np.concatenate([[rr[0]], rr])
+    nxt = np.concatenate([rr, [rr[-1]]])
+    half = max(local_beats // 2, 1)
+    csum = np.concatenate([[0.0], np.cumsum(rr)])
+    idx = np.arange(n)
+    lo = np.clip(idx - half, 0, len(rr))
+    hi = np.clip(idx + half, 0, len(rr))
+    hi = np.maximum(hi, lo + 1)
+    hi = np.minimum(hi, len(rr))
+    lo = np.minimum(lo, hi - 1)
+    local = (csum[hi] - csum[lo]) / (hi - lo)
+    average = np.full(n, rr.mean())
+    return np.stack([prev, nxt, local, average], axis=1).astype(np.float32)
+
+
+def aami_classes(symbols: Sequence[str], label_map: dict[str, str] | None = None
+                 ) -> np.ndarray:
+    """Map annotation symbols to AAMI EC57 classes; non-beat symbols map to ``""``.
+
+    N = N L R e j; S = A a J S; V = V E; F = F; Q = / f Q.
+    """
+    if label_map is None:
+        from ecgcap.ecg.databases import AAMI_MAP
+
+        label_map = AAMI_MAP
+    return np.array([label_map.get(s, "") for s in symbols], dtype="<U1")

@@ -1,0 +1,63 @@
+"""``python -m ecgcap.train_ecg``: train an ECG classifier on a PhysioNet database.
+
+Parses options, calls :func:`ecgcap.ecg.training.train_beats`, prints the results table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ecgcap.runtime.cli import make_parser, positive_float, positive_int, run, say, setup_runtime
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("train_ecg", "Train an LSTM (or SimpleRNN baseline) ECG classifier.",
+                         run_folder=True)
+    parser.add_argument("--db", default="mitdb", help="database from the registry (mitdb)")
+    parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"),
+                        help="recurrent cell; simplernn is the baseline on equal terms")
+    parser.add_argument("--split", default="inter-patient",
+                        choices=("inter-patient", "random-beats"),
+                        help="inter-patient: de Chazal DS1 (train, with a patient-wise validation "
+                             "hold-out) / DS2 (test). random-beats: a random beat-level split that "
+                             "LEAKS PATIENTS between train and test (optimistic scores)")
+    parser.add_argument("--val-records", default=None, metavar="R,R,...",
+                        help="patient-wise validation records inside DS1 "
+                             "(default 118,124,205,215,220)")
+    parser.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
+    parser.add_argument("--clipnorm", type=positive_float, default=1.0,
+                        help="gradient clipping by norm")
+    parser.add_argument("--no-clip", action="store_true", help="turn gradient clipping off")
+    parser.add_argument("--units", type=positive_int, default=64, help="units per recurrent layer")
+    parser.add_argument("--layers", type=positive_int, default=1, help="recurrent layers")
+    parser.add_argument("--unidirectional", action="store_true",
+                        help="one direction only (default: bidirectional)")
+    parser.add_argument("--patience", type=positive_int, default=6,
+                        help="early stopping: epochs without a better validation macro-F1")
+    parser.add_argument("--class-weight-power", type=float, default=0.5,
+                        help="class weights = (inverse frequency)^power; 1 = balanced, 0 = none")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder's last checkpoint")
+    return parser
+
+
+def _work(args: argparse.Namespace) -> int:
+    setup_runtime(args)
+    from ecgcap.ecg import api
+
+    report, run_dir = api.train_from_args(args)
+    print(api.format_report(report))
+    say(args, f"model, report.json and plots written to {run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), _work, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The shared runtime: errors, data location, run folders, atomic files, devices, seeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ecgcap.runtime.errors import EXIT_FAILURE, EXIT_USAGE, EcgcapError
+from ecgcap.runtime.files import atomic_path, atomic_write_json
+from ecgcap.runtime.paths import find_dataset, make_run_dir, resolve_data_dir
+
+
+def test_error_names_the_input_and_carries_its_exit_code():
+    err = EcgcapError("no such directory", input="--data-dir /x")
+    assert str(err) == "--data-dir /x: no such directory"
+    assert err.exit_code == EXIT_USAGE
+    assert EcgcapError("boom", exit_code=EXIT_FAILURE).exit_code == 1
+
+
+def test_data_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("ECGCAP_DATA", raising=False)
+    assert str(resolve_data_dir()) == "data"
+    monkeypatch.setenv("ECGCAP_DATA", str(tmp_path))
+    assert resolve_data_dir() == tmp_path
+    other = tmp_path / "other"
+    other.mkdir()
+    assert resolve_data_dir(other) == other  # the option wins over the environment
+    with pytest.raises(EcgcapError, match="--data-dir .*nowhere: no such directory"):
+        resolve_data_dir(tmp_path / "nowhere")
+    monkeypatch.setenv("ECGCAP_DATA", str(tmp_path / "gone"))
+    with pytest.raises(EcgcapError, match="ECGCAP_DATA"):
+        resolve_data_dir()
+
+
+def test_find_dataset_accepts_the_root_or_the_dataset_folder(tmp_path):
+    (tmp_path / "mitdb").mkdir()
+    (tmp_path / "mitdb" / "RECORDS").write_text("100\n")
+    assert find_dataset("mitdb", "RECORDS", tmp_path) == tmp_path / "mitdb"
+    assert find_dataset("mitdb", "RECORDS", tmp_path / "mitdb") == tmp_path / "mitdb"
+    with pytest.raises(EcgcapError, match="no cinc2017 dataset"):
+        find_dataset("cinc2017", "REFERENCE.csv", tmp_path)
+
+
+def test_run_folder_is_refused_when_it_exists_unless_overwrite_or_resume(tmp_path):
+    run = make_run_dir("a", tmp_path)
+    (run / "model.keras").write_text("x")
+    with pytest.raises(EcgcapError, match="--overwrite"):
+        make_run_dir("a", tmp_path)
+    assert make_run_dir("a", tmp_path, resume=True) == run
+    assert (run / "model.keras").exists()
+    make_run_dir("a", tmp_path, overwrite=True)
+    assert not (run / "model.keras").exists()
+    with pytest.raises(EcgcapError, match="no run folder to resume"):
+        make_run_dir("b", tmp_path, resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(EcgcapError, match="is a file"):
+        make_run_dir("x", tmp_path / "file")
+    with pytest.raises(EcgcapError, match="run names"):
+        make_run_dir("../escape", tmp_path)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "report.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_atomic_path_keeps_the_suffix_keras_needs(tmp_path):
+    with atomic_path(tmp_path / "m.keras") as tmp:
+        assert tmp.suffix == ".keras" and tmp.parent == tmp_path
+        tmp.write_text("ok")
+    assert (tmp_path / "m.keras").read_text() == "ok"
+
+
+def test_device_cpu_is_reported_and_gpu_without_one_is_a_clear_error():
+    from ecgcap.runtime.device import configure_device, list_gpus
+
+    line = configure_device("cpu")
+    assert "keras backend" in line and "CPU only" in line and "threads" in line
+    if list_gpus():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(EcgcapError, match="--device gpu: no GPU"):
+        configure_device("gpu")
+    with pytest.raises(EcgcapError, match="unknown device"):
+        configure_device("tpu")
+
+
+def _fit_once(seed: int) -> np.ndarray:
+    import keras
+
+    from ecgcap.runtime.seed import set_seed
+
+    set_seed(seed)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dropout(0.3), keras.layers.Dense(2, "softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=16, shuffle=True, verbose=0)
+    return model.predict(x, verbose=0)
+
+
+def test_same_seed_same_numbers_on_cpu():
+    a, b = _fit_once(7), _fit_once(7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, _fit_once(8))
