@@ -7,11 +7,12 @@ are not installed are skipped; CI installs TensorFlow and JAX.
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
-
-from conftest import run_module
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, keras
@@ -41,15 +42,9 @@ def test_tiny_model_round_trip_on_backend(backend, tmp_path):
         pytest.skip(f"{backend} is not installed")
     script = tmp_path / "roundtrip.py"
     script.write_text(SCRIPT)
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, str(script), backend, str(tmp_path)],
                             capture_output=True, text=True, timeout=600,
-                            env={**__import__("os").environ, "KERAS_BACKEND": backend,
+                            env={**os.environ, "KERAS_BACKEND": backend,
                                  "CUDA_VISIBLE_DEVICES": "-1", "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(f"ok {backend}")
-
-
-assert run_module  # shared helper, imported for symmetry with the CLI tests

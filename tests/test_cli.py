@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_module
 
 COMMANDS = ["ecgcap.train_ecg", "ecgcap.caption"]

@@ -24,7 +24,8 @@ from ecgcap.ecg.databases import Database
 from ecgcap.ecg.dataset import BEAT_CHANNELS, RR_FEATURES, BeatConfig, load_beats
 from ecgcap.ecg.models import BUILDERS
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
-from ecgcap.runtime.files import atomic_path, atomic_write_json
+from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.modelfile import load_model, save_model
 
 # Patient-wise validation hold-out inside DS1: five records that hold S, V and F beats
 # (227 S, 298 V, 17 F), chosen from DS1's class counts only; DS2 is never looked at.
@@ -47,6 +48,8 @@ class TrainConfig:
     conv_filters: tuple[int, ...] = (32, 32)
     dropout: float = 0.3
     class_weight_power: float = 0.5
+    augment: bool = True
+    untrained_classes: tuple[str, ...] = ("Q",)
     patience: int = 6
     split: str = "inter-patient"
     val_records: tuple[str, ...] = MITDB_VALIDATION
@@ -88,6 +91,41 @@ def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> dict[int
     return {i: float(w[i]) for i in range(n_classes)}
 
 
+class BeatBatches(keras.utils.PyDataset):
+    """Shuffled training batches with per-beat weights and light augmentation.
+
+    Augmentation keeps the label true: amplitude scaling (0.8-1.2), a baseline offset, white
+    noise and a shift of up to 3 samples; RR features are left as they are.
+    """
+
+    def __init__(self, x: dict[str, np.ndarray], y: np.ndarray, weights: np.ndarray,
+                 batch_size: int, *, augment: bool = True, seed: int = 0):
+        super().__init__()
+        self.x, self.y, self.w = x, y, weights
+        self.batch_size, self.augment = batch_size, augment
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(y))
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.y) / self.batch_size))
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.y))
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        beat = self.x["beat"][idx]
+        if self.augment:
+            rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
+            n = len(idx)
+            beat = beat * rng.uniform(0.8, 1.2, (n, 1, 1)).astype(np.float32)
+            beat[..., 0] += rng.uniform(-0.2, 0.2, (n, 1)).astype(np.float32)
+            beat += rng.normal(0, 0.05, beat.shape).astype(np.float32)
+            shift = int(rng.integers(-3, 4))
+            beat = np.roll(beat, shift, axis=1)
+        return {"beat": beat, "rr": self.x["rr"][idx]}, self.y[idx], self.w[idx]
+
+
 def _inputs(data: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, np.ndarray]:
     sel = slice(None) if index is None else index
     return {"beat": data["beat"][sel], "rr": data["rr"][sel]}
@@ -114,10 +152,11 @@ class Checkpoint(keras.callbacks.Callback):
     All files are written atomically, so an interrupted run resumes from a whole checkpoint.
     """
 
-    def __init__(self, run_dir: Path, monitor: str = "val_macro_f1", patience: int = 6,
-                 state: dict[str, Any] | None = None):
+    def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str = "val_macro_f1",
+                 patience: int = 6, state: dict[str, Any] | None = None):
         super().__init__()
-        self.run_dir, self.monitor, self.patience = Path(run_dir), monitor, patience
+        self.run_dir, self.info = Path(run_dir), info
+        self.monitor, self.patience = monitor, patience
         self.state = state or {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
                                "history": {}}
 
@@ -128,16 +167,23 @@ class Checkpoint(keras.callbacks.Callback):
         score = float(logs.get(self.monitor, -np.inf))
         if score > self.state["best"]:
             self.state.update(best=score, best_epoch=epoch + 1, wait=0)
-            with atomic_path(self.run_dir / "best.keras") as tmp:
-                self.model.save(tmp)
+            save_model(self.model, self.run_dir / "best.keras", self.info)
         else:
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
-        with atomic_path(self.run_dir / "checkpoint.keras") as tmp:
-            self.model.save(tmp)
+        save_model(self.model, self.run_dir / "checkpoint.keras", self.info)
         atomic_write_json(self.run_dir / "state.json", self.state)
         if self.state["wait"] >= self.patience:
             self.model.stop_training = True
+
+
+BEAT_MODEL = "ecg-beats"
+
+
+def model_info(config: TrainConfig, db: Database) -> dict[str, Any]:
+    """What inference needs to know about a beat model, stored inside its .keras file."""
+    return {"kind": BEAT_MODEL, "db": db.name, "classes": list(db.classes),
+            "cell": config.model, "beats": asdict(config.beats)}
 
 
 def _config_json(config: TrainConfig) -> dict[str, Any]:
@@ -195,7 +241,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
         if not (ckpt.is_file() and state_file.is_file()):
             raise EcgcapError("--resume given but the run folder has no checkpoint",
                               input=str(run_dir), exit_code=EXIT_USAGE)
-        model = keras.saving.load_model(ckpt, safe_mode=True)
+        model, _ = load_model(ckpt, (BEAT_MODEL,))
         state = json.loads(state_file.read_text())
     else:
         model = build_model(config, len(classes))
@@ -203,20 +249,26 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
         optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-    checkpoint = Checkpoint(run_dir, patience=config.patience, state=state)
+    info = model_info(config, db)
+    checkpoint = Checkpoint(run_dir, info, patience=config.patience, state=state)
     initial_epoch = checkpoint.state["epoch"]
     weights = class_weights(y["train"], len(classes), config.class_weight_power)
+    for c in config.untrained_classes:  # too rare to learn (mitdb: 15 Q beats in all)
+        weights[to_index[c]] = 0.0
+    train_batches = BeatBatches(
+        _inputs(parts["train"]), y["train"], np.array([weights[i] for i in y["train"]],
+                                                       dtype=np.float32),
+        config.batch_size, augment=config.augment, seed=config.seed)
     t1 = time.perf_counter()
     if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
         model.fit(
-            _inputs(parts["train"]), y["train"], batch_size=config.batch_size,
-            epochs=config.epochs, initial_epoch=initial_epoch, class_weight=weights,
-            validation_data=(_inputs(parts["val"]), y["val"]), shuffle=True,
+            train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+            validation_data=(_inputs(parts["val"]), y["val"]),
             callbacks=[ValidationScore(_inputs(parts["val"]), y["val"], classes), checkpoint],
             verbose=0 if quiet else 2,
         )
     train_seconds = time.perf_counter() - t1
-    best = keras.saving.load_model(run_dir / "best.keras", safe_mode=True)
+    best, _ = load_model(run_dir / "best.keras", (BEAT_MODEL,))
     report: dict[str, Any] = {
         "config": _config_json(config),
         "classes": list(classes),
@@ -231,8 +283,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     for part in ("val", "test"):
         pred = best.predict(_inputs(parts[part]), batch_size=1024, verbose=0).argmax(-1)
         report[part] = evaluation.aami_report(y[part], pred, classes)
-    with atomic_path(run_dir / "model.keras") as tmp:
-        best.save(tmp)
+    save_model(best, run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", report)
     plots.plot_confusion(report["test"], run_dir / "confusion.png")
     plots.plot_learning_curves(report["history"], run_dir / "learning_curves.png")
