@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import run_module
 
 COMMANDS = ["ecgcap.train_ecg", "ecgcap.caption"]

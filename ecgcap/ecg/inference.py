@@ -104,7 +104,7 @@ def write_wfdb(result: dict[str, Any], annotator: str, out_dir: str | os.PathLik
     samples = np.array([b["sample"] for b in result["beats"]], dtype=np.int64)
     symbols = [WFDB_SYMBOL[b["label"]] for b in result["beats"]]
     target = out_dir / f"{result['record']}.{annotator}"
-    tmp_name = f".{result['record']}-tmp"
+    tmp_name = f"{result['record']}_ecgcap_tmp"
     wfdb.wrann(tmp_name, annotator, samples, symbol=symbols, fs=result["fs"],
                write_dir=str(out_dir))
     os.replace(out_dir / f"{tmp_name}.{annotator}", target)

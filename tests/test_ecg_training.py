@@ -1,0 +1,116 @@
+"""Splits, class weights, and train_ecg -> classify_ecg -> score_ecg end to end on real mitdb."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+from ecgcap.ecg.databases import MITDB_DS1, MITDB_DS2, MITDB_PACED, get_database
+from ecgcap.ecg.training import (
+    MITDB_VALIDATION,
+    TrainConfig,
+    class_weights,
+    random_beat_split,
+    split_records,
+)
+from ecgcap.runtime.errors import EcgcapError
+
+
+def test_de_chazal_split_lists():
+    assert len(MITDB_DS1) == 22 and len(MITDB_DS2) == 22
+    assert not set(MITDB_DS1) & set(MITDB_DS2)
+    assert not set(MITDB_PACED) & (set(MITDB_DS1) | set(MITDB_DS2))
+    assert len(set(MITDB_DS1) | set(MITDB_DS2) | set(MITDB_PACED)) == 48
+
+
+def test_validation_is_a_patient_wise_hold_out_inside_ds1():
+    parts = split_records(get_database("mitdb"), TrainConfig())
+    assert parts["val"] == list(MITDB_VALIDATION)
+    assert set(parts["val"]) <= set(MITDB_DS1) and not set(parts["val"]) & set(parts["train"])
+    assert set(parts["train"]) | set(parts["val"]) == set(MITDB_DS1)
+    assert parts["test"] == list(MITDB_DS2)
+    with pytest.raises(EcgcapError, match="not in them: 100"):
+        split_records(get_database("mitdb"), TrainConfig(val_records=("100",)))
+
+
+def test_random_beat_split_uses_every_beat_once():
+    idx = random_beat_split(1000, seed=3)
+    allidx = np.concatenate(list(idx.values()))
+    assert sorted(allidx.tolist()) == list(range(1000))
+    assert len(idx["val"]) == 150 and len(idx["test"]) == 150
+
+
+def test_class_weights():
+    y = np.array([0] * 90 + [1] * 10)
+    balanced = class_weights(y, 3, power=1.0)
+    assert balanced[1] / balanced[0] == pytest.approx(9.0)
+    assert balanced[2] == 0.0  # absent class
+    assert sum(balanced[c] * (y == c).sum() for c in range(3)) == pytest.approx(100)
+    assert class_weights(y, 3, power=0.5)[1] / class_weights(y, 3, power=0.5)[0] == \
+        pytest.approx(3.0)
+    assert class_weights(y, 2, power=0.0) == {0: 1.0, 1: 1.0}
+
+
+def test_help_of_random_split_says_it_leaks_patients():
+    result = run_module("ecgcap.train_ecg", "--help")
+    assert "LEAKS PATIENTS" in " ".join(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_train_resume_classify_and_score_end_to_end(mitdb_dir, tmp_path):
+    common = ["--data-dir", str(mitdb_dir), "--runs-dir", str(tmp_path / "runs"), "--name", "r",
+              "--units", "8", "--batch-size", "512", "--device", "cpu", "-q"]
+    first = run_module("ecgcap.train_ecg", *common, "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = tmp_path / "runs" / "r"
+    for name in ("model.keras", "best.keras", "checkpoint.keras", "report.json",
+                 "confusion.png", "learning_curves.png"):
+        assert (run / name).is_file(), name
+    assert not [p for p in run.iterdir() if ".tmp" in p.name]
+    report = json.loads((run / "report.json").read_text())
+    assert report["epochs_run"] == 1 and report["records"]["test"] == sorted(MITDB_DS2)
+    assert report["test"]["per_class"]["N"]["support"] == 44240  # DS2 N beats
+    assert "macro-F1 (N, S, V, F)" in first.stdout
+
+    again = run_module("ecgcap.train_ecg", *common, "--epochs", "1")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+    resumed = run_module("ecgcap.train_ecg", *common, "--epochs", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    report = json.loads((run / "report.json").read_text())
+    assert report["epochs_run"] == 2 and len(report["history"]["loss"]) == 2
+
+    model = str(run / "model.keras")
+    out = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model", model,
+                     "--format", "json", "-q")
+    assert out.returncode == 0, out.stderr[-2000:]
+    [result] = json.loads(out.stdout)
+    assert result["record"] == "100" and result["positions"] == "atr"
+    assert len(result["beats"]) > 2200
+    assert set(result["beats"][0]) == {"sample", "label", "probabilities"}
+
+    wf = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), str(mitdb_dir / "103"),
+                    "--model", model, "--format", "wfdb", "--annotator", "test",
+                    "--out-dir", str(tmp_path / "ann"), "-q")
+    assert wf.returncode == 0, wf.stderr[-2000:]
+    assert (tmp_path / "ann" / "100.test").is_file()
+    score = run_module("ecgcap.score_ecg", str(mitdb_dir / "100"), str(mitdb_dir / "103"),
+                       "--annotator", "test", "--ann-dir", str(tmp_path / "ann"))
+    assert score.returncode == 0, score.stderr[-2000:]
+    assert "macro-F1" in score.stdout
+    # only beats too close to a record's ends for a full window go unlabelled
+    missed = int(score.stdout.split("reference beats missed ")[1].split(",")[0])
+    assert missed <= 4
+
+
+def test_classify_with_a_wrong_or_missing_model_is_one_line(mitdb_dir, tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    for model, message in ((bad, "corrupt or truncated model file"),
+                           (tmp_path / "none.keras", "no such model file")):
+        out = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model", str(model))
+        assert out.returncode == 2
+        assert message in out.stderr and "Traceback" not in out.stderr
