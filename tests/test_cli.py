@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from conftest import run_module
@@ -56,3 +60,14 @@ def test_debug_shows_the_traceback(tmp_path):
     result = run_module("ecgcap.train_ecg", "--data-dir", str(tmp_path / "nowhere"), "--debug")
     assert result.returncode == 2
     assert "Traceback" in result.stderr
+
+
+def test_offline_download_names_data_dir(tmp_path):
+    env = {"ECGCAP_DATA": "", "ECGCAP_PHYSIONET_URL": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "ecgcap.train_ecg", "--device", "cpu", "-q"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, **env})
+    assert result.returncode == 2
+    lines = _our_lines(result.stderr)
+    assert len(lines) == 1 and "cannot reach" in lines[0] and "--data-dir" in lines[0]
+    assert not list((tmp_path / "data").rglob("*.dat"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import os
 import shutil
 import socket
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import real_dataset
 from ecgcap.ecg.download import download_database, read_checksums, sha256_file
 from ecgcap.runtime.errors import EXIT_FAILURE, EXIT_USAGE, EcgcapError
 
@@ -23,16 +23,8 @@ FILES = [f"{r}{e}" for r in RECORDS for e in EXTS]
 
 
 def _mitdb_source() -> Path:
-    root = Path(os.environ.get("ECGCAP_DATA") or "/work/shared/data")
-    for candidate in (root / "mitdb", root):
-        if all((candidate / name).is_file() for name in FILES) and \
-                (candidate / "SHA256SUMS.txt").is_file():
-            return candidate
-    reason = (f"real MIT-BIH records {', '.join(RECORDS)} with SHA256SUMS.txt not found under "
-              f"{root} (set ECGCAP_DATA to the data root)")
-    if os.environ.get("ECGCAP_REQUIRE_DATA") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    """The real mitdb folder, found through ecgcap's data-location setting (see conftest)."""
+    return real_dataset("mitdb")
 
 
 class _Server:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from ecgcap.ecg import evaluation
 from ecgcap.ecg.databases import get_database
 from ecgcap.ecg.training import TrainConfig, train_beats
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.paths import find_dataset, make_run_dir
+from ecgcap.runtime.paths import DATA_ENV, find_dataset, make_run_dir, resolve_data_dir
+
+URL_ENV = "ECGCAP_PHYSIONET_URL"  # a PhysioNet mirror, e.g. https://physionet.org/files
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -34,11 +37,30 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     db = get_database(config.db)
     if db.task != "beats":
         raise EcgcapError("rhythm training is not implemented yet", input=f"--db {db.name}")
-    db_dir = find_dataset(db.name, "RECORDS", args.data_dir)
+    db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
     run_dir = make_run_dir(args.name or f"{db.name}-{config.model}-seed{config.seed}",
                            args.runs_dir, overwrite=args.overwrite, resume=args.resume)
     report = train_beats(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet)
     return report, run_dir
+
+
+def locate_or_download(name: str, data_dir: str | None = None, *, quiet: bool = False) -> Path:
+    """The folder of database ``name``: found locally, or downloaded into the data cache.
+
+    Only the default cache (``data/``) is downloaded into; a folder named by ``--data-dir`` or
+    ``$ECGCAP_DATA`` that lacks the database is an error naming it.
+    """
+    from ecgcap.ecg.download import PHYSIONET_URL, download_database
+
+    db = get_database(name)
+    try:
+        return find_dataset(db.name, "RECORDS", data_dir)
+    except EcgcapError:
+        if data_dir is not None or os.environ.get(DATA_ENV):
+            raise
+    base_url = os.environ.get(URL_ENV, PHYSIONET_URL)
+    return download_database(db.slug, resolve_data_dir() / db.name, extensions=db.extensions,
+                             base_url=base_url, quiet=quiet)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -1,0 +1,101 @@
+"""AAMI EC57 quality of the beat classifiers under the inter-patient protocol (DS1 -> DS2).
+
+Trains the LSTM and the SimpleRNN baseline with the shipped defaults for several seeds
+(model selection on the patient-wise validation hold-out inside DS1 only), prints each run's
+DS2 table side by side, the mean and spread over seeds, and checks the bars. Finished runs are
+reused (their report.json), so the script can be stopped and started again.
+
+    ECGCAP_DATA=../shared/data python benchmarks/ecg_quality.py [--seeds 0 1 2] [--ship]
+
+``--ship`` copies the LSTM run with the best *validation* macro-F1 to models/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from ecgcap.ecg.evaluation import side_by_side
+
+BARS = [("macro_f1", None, 0.60), ("sensitivity", "V", 0.85), ("ppv", "V", 0.80),
+        ("sensitivity", "S", 0.60), ("ppv", "S", 0.45)]
+
+
+def figure(report: dict, metric: str, cls: str | None) -> float:
+    value = report[metric] if cls is None else report["per_class"][cls][metric]
+    return float(value or 0.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=["lstm", "simplernn"])
+    parser.add_argument("--runs-dir", default="runs/ecg_quality")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--ship", action="store_true")
+    args = parser.parse_args()
+
+    reports: dict[str, dict] = {}
+    for model in args.models:
+        for seed in args.seeds:
+            name = f"{model}-seed{seed}"
+            run = Path(args.runs_dir) / name
+            if not (run / "report.json").is_file():
+                cmd = [sys.executable, "-m", "ecgcap.train_ecg", "--db", "mitdb", "--model", model,
+                       "--seed", str(seed), "--runs-dir", args.runs_dir, "--name", name,
+                       "--device", "cpu", "-q", "--overwrite"]
+                if args.data_dir:
+                    cmd += ["--data-dir", args.data_dir]
+                print("running:", " ".join(cmd[1:]), flush=True)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            reports[name] = json.loads((run / "report.json").read_text())
+
+    print("\nDS2 (test records), one column per run:\n")
+    print(side_by_side({k: r["test"] for k, r in reports.items()}))
+    print("\nmean (spread = sample std) over seeds, DS2:")
+    rows = [("macro-F1", "macro_f1", None)] + [
+        (f"{c} {label}", m, c) for c in "NSVF" for label, m in (("Se", "sensitivity"),
+                                                               ("+P", "ppv"), ("F1", "f1"))]
+    print(f"{'':12}" + "".join(f"{m:>22}" for m in args.models))
+    means = {}
+    for label, metric, cls in rows:
+        cells = []
+        for model in args.models:
+            vals = [figure(reports[f"{model}-seed{s}"]["test"], metric, cls) for s in args.seeds]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            means[(model, metric, cls)] = statistics.mean(vals)
+            cells.append(f"{statistics.mean(vals):.3f} +- {sd:.3f}")
+        print(f"{label:12}" + "".join(f"{c:>22}" for c in cells))
+    times = {m: statistics.mean(reports[f"{m}-seed{s}"]["seconds"]["train"] for s in args.seeds)
+             for m in args.models}
+    print("mean training time (s): " + ", ".join(f"{m} {t:.0f}" for m, t in times.items()))
+
+    if "lstm" in args.models:
+        print("\nbars for the LSTM (mean over seeds, DS2):")
+        for metric, cls, bar in BARS:
+            value = means[("lstm", metric, cls)]
+            name = metric if cls is None else f"{cls} {metric}"
+            print(f"  {name:16} {value:.3f} >= {bar:.2f}: {'PASS' if value >= bar else 'FAIL'}")
+        if "simplernn" in args.models:
+            a, b = means[("lstm", "macro_f1", None)], means[("simplernn", "macro_f1", None)]
+            print(f"  LSTM macro-F1 {a:.3f} vs SimpleRNN {b:.3f}: "
+                  f"{'PASS' if a > b else 'FAIL'}")
+    if args.ship:
+        best = max((f"lstm-seed{s}" for s in args.seeds),
+                   key=lambda k: reports[k]["val"]["macro_f1"])
+        target = Path("models/mitdb_lstm_beats.keras")
+        shutil.copy(Path(args.runs_dir) / best / "model.keras", target)
+        shutil.copy(Path(args.runs_dir) / best / "report.json",
+                    Path("models/mitdb_lstm_beats.report.json"))
+        print(f"\nshipped {best} (best validation macro-F1 "
+              f"{reports[best]['val']['macro_f1']:.3f}) as {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
