@@ -11,10 +11,10 @@ from ecgcap.ecg.inference import beat_positions, match_beats, score_annotations
 
 def test_xqrs_finds_the_annotated_beats_of_record_100(mitdb_dir):
     rec = io.read_record(mitdb_dir / "100")
+    ref, source = beat_positions(rec, mitdb_dir / "100", "atr")
+    assert source == "atr" and len(ref) == 2273
     rec.p_signal = rec.p_signal[:360 * 120]  # two minutes keep the test fast
     rec.sig_len = len(rec.p_signal)
-    ref, source = beat_positions(rec, mitdb_dir / "100", "atr")
-    assert source == "atr"
     ref = ref[ref < rec.sig_len]
     found, source = beat_positions(rec, None, "xqrs")
     assert source == "xqrs"
@@ -36,3 +36,14 @@ def test_scoring_the_reference_against_itself_is_perfect(mitdb_dir, tmp_path):
                write_dir=str(tmp_path))
     y_ref, y_test, missed, extra = score_annotations(mitdb_dir / "100", "copy", tmp_path)
     assert y_ref == y_test and missed == 0 and extra == 0 and len(y_ref) == 2273
+
+
+def test_annotations_outside_the_signal_are_refused(mitdb_dir):
+    import pytest
+
+    from ecgcap.runtime.errors import EcgcapError
+
+    rec = io.read_record(mitdb_dir / "100")
+    rec.sig_len = 1000
+    with pytest.raises(EcgcapError, match="annotations lie outside the signal"):
+        beat_positions(rec, mitdb_dir / "100", "atr")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import wfdb
+import wfdb.processing
 
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.dataset import BeatConfig, beats_from_signal
