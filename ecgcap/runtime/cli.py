@@ -111,6 +111,9 @@ def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], in
             traceback.print_exc()
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130

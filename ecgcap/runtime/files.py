@@ -29,8 +29,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal rights
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
