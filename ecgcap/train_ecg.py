@@ -1,6 +1,8 @@
 """``python -m ecgcap.train_ecg``: train an ECG classifier on a PhysioNet database.
 
-Parses options, calls :func:`ecgcap.ecg.training.train_beats`, prints the results table.
+Parses options, calls :func:`ecgcap.ecg.training.train_beats` (mitdb, a label per beat) or
+:func:`ecgcap.ecg.rhythm_training.train_rhythm` (cinc2017, a label per recording), prints the
+results table. Options left out take the task's defaults (shown per task in the help).
 """
 
 from __future__ import annotations
@@ -15,19 +17,26 @@ from ecgcap.runtime.cli import make_parser, positive_float, positive_int, run, s
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("train_ecg", "Train an LSTM (or SimpleRNN baseline) ECG classifier.",
                          run_folder=True)
-    parser.add_argument("--db", default="mitdb", help="database from the registry (mitdb)")
+    parser.add_argument("--db", default="mitdb",
+                        help="database from the registry: mitdb (beats) or cinc2017 (rhythm)")
     parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"),
                         help="recurrent cell; simplernn is the baseline on equal terms")
-    parser.add_argument("--split", default="inter-patient",
+    parser.add_argument("--split", default="inter-patient",  # mitdb only
                         choices=("inter-patient", "random-beats"),
                         help="inter-patient: de Chazal DS1 (train, with a patient-wise validation "
                              "hold-out) / DS2 (test). random-beats: a random beat-level split that "
                              "LEAKS PATIENTS between train and test (optimistic scores)")
     parser.add_argument("--val-records", default=None, metavar="R,R,...",
-                        help="patient-wise validation records inside DS1 "
+                        help="mitdb: patient-wise validation records inside DS1 "
                              "(default 118,124,205,215,220)")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="cinc2017: k-fold cross-validation, stratified by label (e.g. 5); "
+                             "default 0: one stratified 70/10/20 train/validation/test split")
+    parser.add_argument("--fold", type=positive_int, default=None,
+                        help="cinc2017 with --folds: train and test only this fold (1..k)")
     parser.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs")
-    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="default 256 beats (mitdb), 32 recordings (cinc2017)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
     parser.add_argument("--clipnorm", type=positive_float, default=1.0,
                         help="gradient clipping by norm")
@@ -37,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unidirectional", action="store_true",
                         help="one direction only (default: bidirectional)")
     parser.add_argument("--patience", type=positive_int, default=6,
-                        help="early stopping: epochs without a better validation macro-F1")
+                        help="early stopping: epochs without a better validation score "
+                             "(macro-F1 for mitdb, challenge score for cinc2017)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="class weights = (inverse frequency)^power; 1 = balanced, 0 = none")
     parser.add_argument("--resume", action="store_true",

@@ -76,3 +76,58 @@ def test_no_rr_input_and_variable_length():
 def test_bad_arguments_are_refused(bad):
     with pytest.raises(ValueError):
         build_recurrent_classifier(**{"cell": "lstm", **bad})
+
+
+# ------------------------------------------------------------------ the sequence (masked) form
+
+SEQ = dict(masked=True, input_length=None, channels=1, rr_features=3, classes=4,
+           conv_filters=(8, 8), pool_size=4, units=8, dense_units=8, dropout=0.0)
+
+
+def _recordings(lengths=(1003, 640, 777), rr=3, seed=0):
+    """Padded batch of random recordings of ``lengths``, with their mask."""
+    rng = np.random.default_rng(seed)
+    n, t = len(lengths), max(lengths)
+    x = rng.normal(size=(n, t, 1)).astype("float32")
+    mask = (np.arange(t)[None] < np.array(lengths)[:, None]).astype("float32")
+    return {"signal": x * mask[..., None], "mask": mask,
+            "rr": rng.normal(size=(n, rr)).astype("float32")}
+
+
+@pytest.mark.parametrize("cell", sorted(BUILDERS))
+@pytest.mark.parametrize("pooling", ["mean-max", "last"])
+def test_padding_never_changes_a_prediction(cell, pooling):
+    model = BUILDERS[cell](pooling=pooling, **SEQ)
+    x = _recordings()
+    padded = model.predict(x, verbose=0)
+    for i, length in enumerate((1003, 640, 777)):
+        alone = {"signal": x["signal"][i:i + 1, :length], "mask": x["mask"][i:i + 1, :length],
+                 "rr": x["rr"][i:i + 1]}
+        np.testing.assert_allclose(model.predict(alone, verbose=0)[0], padded[i], atol=1e-5)
+        # garbage in the padding is masked out too
+        noisy = {k: v[i:i + 1].copy() for k, v in x.items()}
+        noisy["signal"][0, length:] = 50.0
+        np.testing.assert_allclose(model.predict(noisy, verbose=0)[0], padded[i], atol=1e-5)
+
+
+def test_the_mask_matters():
+    model = BUILDERS["lstm"](**SEQ)
+    x = _recordings(lengths=(1003, 1003))
+    half = {**x, "mask": x["mask"].copy()}
+    half["mask"][:, 500:] = 0
+    assert not np.allclose(model.predict(x, verbose=0), model.predict(half, verbose=0))
+
+
+@pytest.mark.parametrize("cell", sorted(BUILDERS))
+def test_sequence_form_trains_and_round_trips(cell, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = BUILDERS[cell](**SEQ)
+    assert sorted(t.name for t in model.inputs) == ["mask", "rr", "signal"]
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x, y = _recordings(lengths=(900, 1003, 640, 777) * 4), np.arange(16) % 4
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < before
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))

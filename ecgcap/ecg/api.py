@@ -10,6 +10,7 @@ from typing import Any
 
 from ecgcap.ecg import evaluation
 from ecgcap.ecg.databases import get_database
+from ecgcap.ecg.rhythm_training import RhythmTrainConfig, train_rhythm
 from ecgcap.ecg.training import TrainConfig, train_beats
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.paths import DATA_ENV, find_dataset, make_run_dir, resolve_data_dir
@@ -17,14 +18,31 @@ from ecgcap.runtime.paths import DATA_ENV, find_dataset, make_run_dir, resolve_d
 URL_ENV = "ECGCAP_PHYSIONET_URL"  # a PhysioNet mirror, e.g. https://physionet.org/files
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A :class:`TrainConfig` from ``train_ecg``'s options."""
-    config = TrainConfig(
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options shared by both tasks; ``None`` (left out) keeps the task's default."""
+    options = dict(
         db=args.db, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
         units=args.units, recurrent_layers=args.layers, bidirectional=not args.unidirectional,
-        patience=args.patience, class_weight_power=args.class_weight_power, split=args.split,
-        seed=args.seed)
+        patience=args.patience, class_weight_power=args.class_weight_power, seed=args.seed)
+    return {k: v for k, v in options.items() if v is not None or k == "clipnorm"}
+
+
+def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
+    """A :class:`RhythmTrainConfig` from ``train_ecg``'s options."""
+    if args.val_records or args.split != "inter-patient":
+        raise EcgcapError("--split and --val-records apply to mitdb only; use --folds",
+                          input=f"--db {args.db}")
+    if args.fold is not None and not args.folds:
+        raise EcgcapError("--fold needs --folds", input=f"--fold {args.fold}")
+    return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A :class:`TrainConfig` from ``train_ecg``'s options."""
+    if args.folds or args.fold is not None:
+        raise EcgcapError("--folds and --fold apply to cinc2017 only", input=f"--db {args.db}")
+    config = TrainConfig(**_common_options(args), split=args.split)
     if args.val_records:
         config = dataclasses.replace(
             config, val_records=tuple(r.strip() for r in args.val_records.split(",") if r.strip()))
@@ -33,14 +51,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Run ``train_ecg``: locate the data, make the run folder, train; return (report, run dir)."""
-    config = config_from_args(args)
-    db = get_database(config.db)
-    if db.task != "beats":
-        raise EcgcapError("rhythm training is not implemented yet", input=f"--db {db.name}")
+    db = get_database(args.db)
+    config = rhythm_config_from_args(args) if db.task == "rhythm" else config_from_args(args)
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
     run_dir = make_run_dir(args.name or f"{db.name}-{config.model}-seed{config.seed}",
                            args.runs_dir, overwrite=args.overwrite, resume=args.resume)
-    report = train_beats(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet)
+    if isinstance(config, RhythmTrainConfig):
+        report = train_rhythm(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet)
+    else:
+        report = train_beats(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet)
     return report, run_dir
 
 
@@ -59,12 +78,17 @@ def locate_or_download(name: str, data_dir: str | None = None, *, quiet: bool = 
         if data_dir is not None or os.environ.get(DATA_ENV):
             raise
     base_url = os.environ.get(URL_ENV, PHYSIONET_URL)
+    extra = ("RECORDS", db.reference) if db.reference else ("RECORDS",)
     return download_database(db.slug, resolve_data_dir() / db.name, extensions=db.extensions,
-                             base_url=base_url, quiet=quiet)
+                             extra_files=extra, base_url=base_url, quiet=quiet)
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The test table and confusion matrix of a training report, for the terminal."""
+    if report["test"]["kind"] == "challenge":
+        from ecgcap.ecg.rhythm_training import format_report as format_rhythm
+
+        return format_rhythm(report)
     head = (f"{report['config']['model']} on {report['config']['db']} "
             f"(best epoch {report['best_epoch']} of {report['epochs_run']}, "
             f"selected on validation macro-F1 {report['val']['macro_f1']:.3f}); test records:")

@@ -68,13 +68,17 @@ def beat_positions(record: wfdb.Record, path: str | os.PathLike | None, annotati
 
 def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike | wfdb.Record,
                     *, annotations: str = "auto", lead: str | None = None) -> dict[str, Any]:
-    """Classify one record (a path or a ``wfdb.Record``) with a beat model.
+    """Classify one record (a path or a ``wfdb.Record``) with a beat or a rhythm model.
 
-    Returns ``{"record", "fs", "positions", "beats": [{"sample", "label", "probabilities"}]}``,
-    where ``positions`` says where the beat positions came from (``atr`` or ``xqrs``).
+    A beat model returns ``{"record", "fs", "positions", "beats": [{"sample", "label",
+    "probabilities"}]}``, where ``positions`` says where the beat positions came from (``atr``
+    or ``xqrs``); a rhythm model returns ``{"record", "label", "probabilities"}`` (see
+    :func:`classify_recording`).
     """
+    if info.get("kind") == RHYTHM_MODEL:
+        return classify_recording(model, info, record, lead=lead)
     if info.get("kind") != BEAT_MODEL:
-        raise EcgcapError("rhythm models are not supported yet", input=str(info.get("kind")))
+        raise EcgcapError("not an ECG classifier", input=str(info.get("kind")))
     path = None if isinstance(record, wfdb.Record) else record
     rec = record if isinstance(record, wfdb.Record) else io.read_record(record)
     config = BeatConfig(**info["beats"])
@@ -96,6 +100,27 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
               "probabilities": {c: round(float(p), 4) for c, p in zip(classes, row, strict=True)}}
              for s, lab, row in zip(kept, labels, probs, strict=True)]
     return {"record": name, "fs": float(rec.fs), "positions": source, "beats": beats}
+
+
+def classify_recording(model: Any, info: dict[str, Any],
+                       record: str | os.PathLike | wfdb.Record, *, lead: str | None = None
+                       ) -> dict[str, Any]:
+    """One rhythm label for a whole record: ``{"record", "label", "probabilities"}``.
+
+    The record is resampled to the model's rate; its probabilities are the mean over crops
+    (see :mod:`ecgcap.ecg.recordings`).
+    """
+    from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
+
+    settings = dict(info["rhythm"])
+    if lead is not None:
+        settings["lead"] = lead
+    config = RhythmConfig(**settings)
+    prepared = read_recording(record, config)
+    probs = predict_recordings(model, [prepared["signal"]], prepared["rr"][None], config)[0]
+    classes = info["classes"]
+    return {"record": prepared["record"], "label": classes[int(probs.argmax())],
+            "probabilities": {c: round(float(p), 4) for c, p in zip(classes, probs, strict=True)}}
 
 
 def write_wfdb(result: dict[str, Any], annotator: str, out_dir: str | os.PathLike) -> Path:

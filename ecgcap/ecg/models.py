@@ -1,8 +1,14 @@
 """Keras functional-API builders: the LSTM classifier and its SimpleRNN baseline.
 
 Both share one generic builder, so the baseline differs from the LSTM only in its recurrent
-cell: same inputs, front end, widths, head and defaults. Only ``keras.layers`` and
-``keras.ops`` are used, so the models run on the TensorFlow, JAX and torch backends.
+cell: same inputs, front end, widths, head and defaults. Only ``keras.layers``, ``keras.ops``
+and the masking layers of :mod:`ecgcap.ecg.layers` are used, so the models run on the
+TensorFlow, JAX and torch backends.
+
+Two forms: the beat form (fixed-length beat windows, input ``beat``) and the sequence form
+(``masked=True``: whole recordings of any length, inputs ``signal`` and ``mask``), whose
+Conv1D + pooling front end shortens thousands of samples to a few hundred steps, whose
+recurrent layers skip the padding, and whose prediction does not depend on the padding.
 """
 
 from __future__ import annotations
@@ -12,18 +18,28 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from ecgcap.ecg.layers import ApplyMask, MaskedMeanMax, PadToMultiple, PoolMask, ToBool
+
 CELLS = {"lstm": layers.LSTM, "simplernn": layers.SimpleRNN}
 
 
-def _front_end(x, filters: Sequence[int], kernel_size: int, pool_size: int, name: str):
-    """Conv1D + batch norm + ReLU + max pooling blocks: shorten the sequence ``pool**n`` times."""
+def _front_end(x, filters: Sequence[int], kernel_size: int, pool_size: int, name: str,
+               mask=None):
+    """Conv1D + batch norm + ReLU + max pooling blocks: shorten the sequence ``pool**n`` times.
+
+    With a ``mask`` the padding is zeroed after every block and the mask pooled alongside;
+    returns ``(x, mask)``.
+    """
     for i, f in enumerate(filters, 1):
         x = layers.Conv1D(f, kernel_size, padding="same", use_bias=False,
                           name=f"{name}_conv{i}")(x)
         x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        if mask is not None:
+            x = ApplyMask(name=f"{name}_mask{i}")(x, mask)
+            mask = PoolMask(pool_size, name=f"{name}_maskpool{i}")(mask)
         x = layers.MaxPooling1D(pool_size, name=f"{name}_pool{i}")(x)
-    return x
+    return x, mask
 
 
 def build_recurrent_classifier(
@@ -41,6 +57,8 @@ def build_recurrent_classifier(
     bidirectional: bool = True,
     dropout: float = 0.3,
     dense_units: int = 64,
+    masked: bool = False,
+    pooling: str = "last",
     name: str | None = None,
 ) -> keras.Model:
     """A recurrent classifier of ECG sequences, with optional RR features as a second input.
@@ -59,11 +77,23 @@ def build_recurrent_classifier(
     dropout : rate of the ``Dropout`` layers between blocks. The recurrent layers keep Keras'
         cuDNN-eligible defaults (tanh/sigmoid, no recurrent dropout, no unrolling).
     dense_units : width of the hidden layer of the head.
+    masked : the sequence form: inputs ``signal`` (samples, channels) and ``mask`` (samples,),
+        1 for real samples and 0 for right padding, for recordings of different lengths.
+    pooling : how the recurrent outputs become one vector: ``"last"`` (the last layer's final
+        state; with a mask, the state at the last real step) or ``"mean-max"`` (mean and max
+        over the real time steps of the last layer's outputs).
 
     Returns
     -------
-    keras.Model with inputs ``{"beat": (length, channels)[, "rr": (rr_features,)]}`` and a
-    float32 softmax output of ``classes``.
+    keras.Model with inputs ``{"beat": (length, channels)[, "rr": (rr_features,)]}`` (or
+    ``{"signal", "mask"[, "rr"]}`` when ``masked``) and a float32 softmax output of ``classes``.
+
+    Examples
+    --------
+    >>> model = build_recurrent_classifier("lstm", masked=True, input_length=None, channels=1,
+    ...                                    rr_features=0, classes=4, pooling="mean-max")
+    >>> sorted(model.input)
+    ['mask', 'signal']
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -73,21 +103,42 @@ def build_recurrent_classifier(
             raise ValueError(f"{arg} must be at least 1, got {value}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if pooling not in ("last", "mean-max"):
+        raise ValueError(f"pooling must be 'last' or 'mean-max', got {pooling!r}")
     name = name or f"{cell}_classifier"
-    beat = keras.Input((input_length, channels), name="beat")
-    inputs = {"beat": beat}
-    x = _front_end(beat, conv_filters, kernel_size, pool_size, "front") if conv_filters else beat
-    if conv_filters and dropout:
-        x = layers.Dropout(dropout, name="front_dropout")(x)
+    mask = None
+    if masked:
+        signal = keras.Input((input_length, channels), name="signal")
+        mask_in = keras.Input((input_length,), name="mask")
+        inputs = {"signal": signal, "mask": mask_in}
+        x, mask = signal, mask_in
+        if conv_filters:
+            x, mask = PadToMultiple(pool_size ** len(conv_filters), name="pad")(x, mask)
+        x = ApplyMask(name="input_mask")(x, mask)
+    else:
+        x = keras.Input((input_length, channels), name="beat")
+        inputs = {"beat": x}
+    if conv_filters:
+        x, mask = _front_end(x, conv_filters, kernel_size, pool_size, "front", mask)
+        if dropout:
+            x = layers.Dropout(dropout, name="front_dropout")(x)
+    steps = None if mask is None else ToBool(name="step_mask")(mask)
     rnn = CELLS[cell]
     for i in range(1, recurrent_layers + 1):
-        last = i == recurrent_layers
-        layer = rnn(units, return_sequences=not last, name=f"{cell}{i}")
+        sequences = pooling != "last" or i < recurrent_layers
+        layer = rnn(units, return_sequences=sequences, name=f"{cell}{i}")
         if bidirectional:
             layer = layers.Bidirectional(layer, name=f"bi{cell}{i}")
-        x = layer(x)
+        x = layer(x) if steps is None else layer(x, mask=steps)
         if dropout:
             x = layers.Dropout(dropout, name=f"{cell}{i}_dropout")(x)
+    if pooling == "mean-max":
+        if mask is None:
+            x = layers.Concatenate(name="time_pool")([
+                layers.GlobalAveragePooling1D(name="time_mean")(x),
+                layers.GlobalMaxPooling1D(name="time_max")(x)])
+        else:
+            x = MaskedMeanMax(name="time_pool")(x, mask)
     if rr_features:
         rr = keras.Input((rr_features,), name="rr")
         inputs["rr"] = rr

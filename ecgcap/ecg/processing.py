@@ -9,6 +9,9 @@ The steps, in the order the beat pipeline chains them::
     windows, kept = beat_windows(x, peaks, before, after)
     rr = rr_features(peaks, fs)                    # previous, next, local and record-average RR
     labels = aami_classes(symbols)
+
+The rhythm pipeline (whole recordings) filters, resamples and normalises the same way, and adds
+:func:`hrv_features`, heart-rate variability over the whole recording, from detected R peaks.
 """
 
 from __future__ import annotations
@@ -125,6 +128,53 @@ def rr_features(peaks: np.ndarray, fs: float, local_beats: int = 10) -> np.ndarr
     local = (csum[hi] - csum[lo]) / (hi - lo)
     average = np.full(n, rr.mean())
     return np.stack([prev, nxt, local, average], axis=1).astype(np.float32)
+
+
+HRV_FEATURES = ("heart_rate", "median_rr", "mean_rr", "cv_rr", "rmssd_rel", "pnn50",
+                "median_drr_rel", "irregular_share", "min_rr_rel", "max_rr_rel",
+                "turning_point_share", "enough_beats")
+
+
+def hrv_features(peaks: np.ndarray, fs: float, duration: float) -> np.ndarray:
+    """Heart-rate variability of a recording from its R peaks (``HRV_FEATURES``, in order).
+
+    Heart rate (beats per minute, from the beat count), median and mean RR (s), RR coefficient
+    of variation, RMSSD / mean RR, pNN50, median successive difference / median RR, the share
+    of successive intervals differing by over 15 %, min and max RR / median RR, the share of
+    turning points in the RR series (about 2/3 for a random series such as atrial
+    fibrillation), and a flag that is 1 when at least 4 beats were found. With fewer beats all
+    other features are 0, so the array is always finite.
+
+    Returns a float32 array of ``len(HRV_FEATURES)``.
+    """
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    out = np.zeros(len(HRV_FEATURES), dtype=np.float64)
+    peaks = np.sort(np.asarray(peaks, dtype=np.float64))
+    if len(peaks) < 4:
+        return out.astype(np.float32)
+    rr = np.diff(peaks) / fs
+    rr = rr[rr > 0]
+    if len(rr) < 3:
+        return out.astype(np.float32)
+    drr = np.diff(rr)
+    median, mean = float(np.median(rr)), float(np.mean(rr))
+    turns = np.sign(drr[1:]) * np.sign(drr[:-1]) < 0
+    out[:] = [
+        60.0 * len(peaks) / duration,
+        median,
+        mean,
+        np.std(rr) / mean,
+        np.sqrt(np.mean(drr ** 2)) / mean,
+        np.mean(np.abs(drr) > 0.05),
+        np.median(np.abs(drr)) / median,
+        np.mean(np.abs(drr) / rr[:-1] > 0.15),
+        rr.min() / median,
+        rr.max() / median,
+        turns.mean() if len(turns) else 0.0,
+        1.0,
+    ]
+    return out.astype(np.float32)
 
 
 def aami_classes(symbols: Sequence[str], label_map: dict[str, str] | None = None

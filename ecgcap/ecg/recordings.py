@@ -1,0 +1,240 @@
+"""Whole recordings as model inputs (the rhythm task): preparation, cache, crops and batches.
+
+A recording is read with wfdb, band-pass filtered, resampled to ``RhythmConfig.fs`` and
+normalised (the steps of :mod:`ecgcap.ecg.processing`); wfdb's XQRS detector finds its R peaks
+for :func:`ecgcap.ecg.processing.hrv_features`. Prepared recordings are cached per record.
+
+Cropping policy (recordings last 9 to 61 s; the model sees at most ``crop_seconds``):
+
+- training: one random crop of ``crop_seconds`` per recording and epoch (shorter recordings
+  whole); a batch is right-padded to its longest member, with a 0/1 mask;
+- evaluation and inference: crops of ``crop_seconds`` every ``stride_seconds`` covering the
+  whole recording (the last one ends at the recording's end); the recording's probabilities
+  are the mean over its crops. Recordings are never truncated to a common length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import wfdb
+import wfdb.processing
+
+from ecgcap.ecg import io, processing
+from ecgcap.ecg.databases import Database
+from ecgcap.ecg.dataset import cache_dir
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.files import atomic_path
+from ecgcap.runtime.progress import progress
+
+HRV_WIDTH = len(processing.HRV_FEATURES)
+
+
+@dataclass(frozen=True)
+class RhythmConfig:
+    """How recordings are prepared and cropped (part of every rhythm model's configuration)."""
+
+    lead: str | None = None    # lead name; None: the first signal
+    fs: float = 150.0          # resampling target (Hz)
+    highpass: float = 0.5      # baseline wander cut-off (Hz)
+    lowpass: float = 40.0      # noise cut-off (Hz)
+    min_seconds: float = 5.0   # shorter recordings are refused
+    crop_seconds: float = 30.0
+    stride_seconds: float = 15.0
+
+    @property
+    def crop(self) -> int:
+        return int(round(self.crop_seconds * self.fs))
+
+    @property
+    def stride(self) -> int:
+        return max(int(round(self.stride_seconds * self.fs)), 1)
+
+    def key(self) -> str:
+        """Cache key of the preparation settings (cropping does not change the cache)."""
+        prep = {k: v for k, v in asdict(self).items()
+                if k not in ("crop_seconds", "stride_seconds")}
+        text = json.dumps(prep, sort_keys=True) + "|v1"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def recording_from_signal(x: np.ndarray, fs: float, config: RhythmConfig = RhythmConfig(),
+                          *, name: str = "recording") -> dict[str, np.ndarray]:
+    """Model inputs of one single-lead signal: ``signal`` (samples,) and ``rr`` (HRV features)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise EcgcapError(f"expected one lead, got an array of shape {x.shape}", input=name)
+    if len(x) < config.min_seconds * fs:
+        raise EcgcapError(f"recording of {len(x) / fs:.1f} s is shorter than the "
+                          f"{config.min_seconds:g} s minimum", input=name)
+    if not np.all(np.isfinite(x)):
+        raise EcgcapError("signal contains NaN or infinite values", input=name)
+    if np.ptp(x) == 0:
+        raise EcgcapError("signal is constant (no ECG)", input=name)
+    peaks = wfdb.processing.xqrs_detect(x.astype(np.float64), fs=fs, verbose=False)
+    rr = processing.hrv_features(peaks, fs, len(x) / fs)
+    y = processing.filter_signal(x, fs, config.highpass, config.lowpass)
+    y = processing.resample_signal(y, fs, config.fs)
+    y = processing.normalise(y)
+    return {"signal": y.astype(np.float32), "rr": rr}
+
+
+def read_recording(path: str | os.PathLike | wfdb.Record, config: RhythmConfig = RhythmConfig()
+                   ) -> dict[str, Any]:
+    """Read and prepare one record (a path or a ``wfdb.Record``); adds ``record`` and ``fs``."""
+    rec = path if isinstance(path, wfdb.Record) else io.read_record(path)
+    sig = io.signal_of(rec)
+    names = list(rec.sig_name or [])
+    x = (processing.select_lead(sig, names, config.lead) if config.lead is not None
+         else sig[:, 0])
+    out = recording_from_signal(x, float(rec.fs), config, name=str(rec.record_name))
+    return {**out, "record": str(rec.record_name), "fs": float(rec.fs)}
+
+
+def load_recordings(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
+                    config: RhythmConfig = RhythmConfig(), *, use_cache: bool = True,
+                    quiet: bool = False) -> dict[str, Any]:
+    """Prepared ``records`` with their reference labels.
+
+    Returns ``{"signal": [arrays], "rr": (n, HRV) array, "label": (n,) str, "record": (n,) str}``.
+    """
+    labels = io.read_reference(Path(db_dir) / (db.reference or "REFERENCE.csv"), db.classes)
+    missing = [r for r in records if r not in labels]
+    if missing:
+        raise EcgcapError(f"{len(missing)} records have no reference label (first: {missing[0]})",
+                          input=str(Path(db_dir) / (db.reference or "")))
+    folder = cache_dir() / db.name / config.key()
+    signals, rrs = [], []
+    for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
+                         quiet=quiet):
+        cached = folder / f"{name}.npz"
+        if use_cache and cached.is_file():
+            with np.load(cached) as f:
+                part = {"signal": f["signal"], "rr": f["rr"]}
+        else:
+            full = read_recording(Path(db_dir) / name, config)
+            part = {"signal": full["signal"], "rr": full["rr"]}
+            if use_cache:
+                with atomic_path(cached) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, **part)
+        signals.append(part["signal"])
+        rrs.append(part["rr"])
+    if not signals:
+        raise EcgcapError("no records to load", input=str(db_dir))
+    return {"signal": signals, "rr": np.stack(rrs).astype(np.float32),
+            "label": np.array([labels[r] for r in records]), "record": np.array(list(records))}
+
+
+def crop_starts(length: int, crop: int, stride: int) -> np.ndarray:
+    """Starts of the evaluation crops: every ``stride`` samples, the last ending at ``length``.
+
+    Examples
+    --------
+    >>> crop_starts(100, 40, 30).tolist()
+    [0, 30, 60]
+    >>> crop_starts(30, 40, 30).tolist()
+    [0]
+    """
+    if length <= crop:
+        return np.zeros(1, dtype=np.int64)
+    starts = list(range(0, length - crop + 1, stride))
+    if starts[-1] != length - crop:
+        starts.append(length - crop)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad 1-D signals to the longest: ``(batch, samples, 1)`` values and a 0/1 mask."""
+    length = max(len(s) for s in signals)
+    x = np.zeros((len(signals), length, 1), dtype=np.float32)
+    mask = np.zeros((len(signals), length), dtype=np.float32)
+    for i, s in enumerate(signals):
+        x[i, :len(s), 0] = s
+        mask[i, :len(s)] = 1.0
+    return x, mask
+
+
+class RecordingBatches(keras.utils.PyDataset):
+    """Training batches: a random crop per recording, padded with a mask, plus sample weights.
+
+    Augmentation keeps the rhythm true: amplitude scaling (0.8-1.2), polarity flips (hand-held
+    recorders are often held the other way round) and white noise.
+    """
+
+    def __init__(self, signals: Sequence[np.ndarray], rr: np.ndarray, y: np.ndarray,
+                 weights: np.ndarray, batch_size: int, crop: int, *, augment: bool = True,
+                 use_rr: bool = True, seed: int = 0):
+        super().__init__()
+        self.signals, self.rr, self.y, self.w = list(signals), rr, y, weights
+        self.batch_size, self.crop = batch_size, crop
+        self.augment, self.use_rr = augment, use_rr
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(y))
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.y) / self.batch_size))
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.y))
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
+        crops = []
+        for j in idx:
+            s = self.signals[j]
+            start = int(rng.integers(0, len(s) - self.crop + 1)) if len(s) > self.crop else 0
+            crops.append(s[start:start + self.crop])
+        x, mask = pad_batch(crops)
+        if self.augment:
+            n = len(idx)
+            gain = rng.uniform(0.8, 1.2, (n, 1, 1)) * rng.choice([-1.0, 1.0], (n, 1, 1))
+            x = (x * gain + rng.normal(0, 0.05, x.shape)).astype(np.float32)
+            x *= mask[..., None]
+        inputs = {"signal": x, "mask": mask}
+        if self.use_rr:
+            inputs["rr"] = self.rr[idx]
+        return inputs, self.y[idx], self.w[idx]
+
+
+def uses_rr(model: Any) -> bool:
+    """Whether ``model`` has the HRV-feature input ``rr``."""
+    return isinstance(model.input, dict) and "rr" in model.input
+
+
+def predict_recordings(model: Any, signals: Sequence[np.ndarray], rr: np.ndarray,
+                       config: RhythmConfig = RhythmConfig(), batch_size: int = 32
+                       ) -> np.ndarray:
+    """Class probabilities per recording: the mean over its evaluation crops."""
+    pieces, owner = [], []
+    for i, s in enumerate(signals):
+        for start in crop_starts(len(s), config.crop, config.stride):
+            pieces.append(s[start:start + config.crop])
+            owner.append(i)
+    owner_arr = np.asarray(owner)
+    order = np.argsort([len(p) for p in pieces], kind="stable")  # similar lengths together
+    probs = None
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        x, mask = pad_batch([pieces[k] for k in idx])
+        inputs = {"signal": x, "mask": mask}
+        if uses_rr(model):
+            inputs["rr"] = rr[owner_arr[idx]]
+        p = np.asarray(model.predict_on_batch(inputs))
+        if probs is None:
+            probs = np.zeros((len(pieces), p.shape[-1]), dtype=np.float64)
+        probs[idx] = p
+    assert probs is not None
+    counts = np.bincount(owner_arr, minlength=len(signals))
+    sums = np.zeros((len(signals), probs.shape[1]))
+    np.add.at(sums, owner_arr, probs)
+    return (sums / counts[:, None]).astype(np.float32)

@@ -1,0 +1,290 @@
+"""Training and evaluating the rhythm classifiers (one label per recording, CinC 2017).
+
+``train_rhythm`` is the whole job of ``python -m ecgcap.train_ecg --db cinc2017``. Records are
+split with a fixed seed, stratified by label: one train / validation / test split, or k folds
+(``--folds 5``) where each fold in turn is the test part and the rest is split again into train
+and validation. Each part trains with class weighting, gradient clipping and early stopping on
+the validation challenge score, checkpoints every epoch (``--resume`` continues), and is scored
+on its test records only. Nothing is ever chosen on test records.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from ecgcap.ecg import evaluation, io, plots
+from ecgcap.ecg.databases import Database
+from ecgcap.ecg.models import BUILDERS
+from ecgcap.ecg.recordings import (
+    HRV_WIDTH,
+    RecordingBatches,
+    RhythmConfig,
+    load_recordings,
+    predict_recordings,
+)
+from ecgcap.ecg.training import Checkpoint, class_weights
+from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
+from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.modelfile import load_model, save_model
+
+RHYTHM_MODEL = "ecg-rhythm"
+
+
+@dataclass
+class RhythmTrainConfig:
+    """Everything that defines a rhythm training run (saved in ``report.json``)."""
+
+    db: str = "cinc2017"
+    model: str = "lstm"
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    clipnorm: float | None = 1.0
+    units: int = 64
+    recurrent_layers: int = 1
+    bidirectional: bool = True
+    conv_filters: tuple[int, ...] = (32, 32, 64, 64)
+    kernel_size: int = 7
+    pool_size: int = 2
+    pooling: str = "mean-max"
+    hrv: bool = True
+    dropout: float = 0.3
+    class_weight_power: float = 0.5
+    augment: bool = True
+    patience: int = 6
+    folds: int = 0              # 0: one split; k >= 2: k-fold cross-validation
+    fold: int | None = None     # with folds: run only this fold (1..k)
+    test_fraction: float = 0.2  # one split only
+    val_fraction: float = 0.1   # of the non-test records, for early stopping
+    split_seed: int = 0
+    seed: int = 0
+    rhythm: RhythmConfig = field(default_factory=RhythmConfig)
+
+
+def stratified_splits(labels: np.ndarray, config: RhythmTrainConfig) -> list[dict[str, np.ndarray]]:
+    """Index arrays ``{"train", "val", "test"}``: one split, or one per fold.
+
+    Stratified by label with ``split_seed``; validation is carved out of the non-test part.
+    """
+    labels = np.asarray(labels)
+    index = np.arange(len(labels))
+    if config.folds == 1 or config.folds < 0:
+        raise EcgcapError("need at least 2 folds (or 0 for one split)",
+                          input=f"--folds {config.folds}")
+    if config.folds:
+        kfold = StratifiedKFold(config.folds, shuffle=True, random_state=config.split_seed)
+        outer = [(rest, test) for rest, test in kfold.split(index, labels)]
+    else:
+        rest, test = train_test_split(index, test_size=config.test_fraction, stratify=labels,
+                                      random_state=config.split_seed)
+        outer = [(rest, test)]
+    splits = []
+    for rest, test in outer:
+        train, val = train_test_split(rest, test_size=config.val_fraction,
+                                      stratify=labels[rest], random_state=config.split_seed)
+        splits.append({"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)})
+    return splits
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """Adds ``val_score`` (challenge score on the validation recordings, crops averaged)."""
+
+    def __init__(self, signals, rr: np.ndarray, y: np.ndarray, classes, config: RhythmConfig):
+        super().__init__()
+        self.signals, self.rr, self.y = signals, rr, y
+        self.classes, self.config = tuple(classes), config
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        probs = predict_recordings(self.model, self.signals, self.rr, self.config)
+        report = evaluation.challenge_report(self.y, probs.argmax(-1), self.classes)
+        if logs is not None:
+            logs["val_score"] = float(report["score"] or 0.0)
+
+
+def model_info(config: RhythmTrainConfig, db: Database) -> dict[str, Any]:
+    """What inference needs to know about a rhythm model, stored inside its .keras file."""
+    return {"kind": RHYTHM_MODEL, "db": db.name, "classes": list(db.classes),
+            "cell": config.model, "rhythm": asdict(config.rhythm)}
+
+
+def build_model(config: RhythmTrainConfig, n_classes: int) -> keras.Model:
+    """The configured builder in its sequence form."""
+    if config.model not in BUILDERS:
+        raise EcgcapError(f"unknown model; choose one of {', '.join(BUILDERS)}",
+                          input=f"--model {config.model}")
+    return BUILDERS[config.model](
+        masked=True, input_length=None, channels=1, rr_features=HRV_WIDTH if config.hrv else 0,
+        classes=n_classes, conv_filters=config.conv_filters, kernel_size=config.kernel_size,
+        pool_size=config.pool_size, recurrent_layers=config.recurrent_layers, units=config.units,
+        bidirectional=config.bidirectional, dropout=config.dropout, pooling=config.pooling,
+        name=f"{config.db}_{config.model}_rhythm")
+
+
+def _config_json(config: RhythmTrainConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out["conv_filters"] = list(config.conv_filters)
+    return out
+
+
+def _subset(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+    return {"signal": [data["signal"][i] for i in idx], "rr": data["rr"][idx],
+            "label": data["label"][idx], "record": data["record"][idx]}
+
+
+def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
+               split: dict[str, np.ndarray], run_dir: Path, *, resume: bool = False,
+               quiet: bool = False) -> dict[str, Any]:
+    """Train on one split, select on validation, score on test; write model, report, plots."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    classes = db.classes
+    to_index = {c: i for i, c in enumerate(classes)}
+    parts = {k: _subset(data, v) for k, v in split.items()}
+    y = {k: np.array([to_index[c] for c in v["label"]], dtype=np.int64) for k, v in parts.items()}
+    state = None
+    ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
+    if resume and ckpt.is_file() and state_file.is_file():
+        model, _ = load_model(ckpt, (RHYTHM_MODEL,))
+        state = json.loads(state_file.read_text())
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = build_model(config, len(classes))
+        if config.hrv:
+            model.get_layer("rr_norm").adapt(parts["train"]["rr"])
+        optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    info = model_info(config, db)
+    checkpoint = Checkpoint(run_dir, info, monitor="val_score", patience=config.patience,
+                            state=state)
+    weights = class_weights(y["train"], len(classes), config.class_weight_power)
+    batches = RecordingBatches(
+        parts["train"]["signal"], parts["train"]["rr"], y["train"],
+        np.array([weights[i] for i in y["train"]], dtype=np.float32), config.batch_size,
+        config.rhythm.crop, augment=config.augment, use_rr=config.hrv,
+        seed=config.seed + checkpoint.state["epoch"])
+    val = parts["val"]
+    t0 = time.perf_counter()
+    if checkpoint.state["epoch"] < config.epochs and checkpoint.state["wait"] < config.patience:
+        model.fit(batches, epochs=config.epochs, initial_epoch=checkpoint.state["epoch"],
+                  callbacks=[ValidationScore(val["signal"], val["rr"], y["val"], classes,
+                                             config.rhythm), checkpoint],
+                  verbose=0 if quiet else 2)
+    train_seconds = time.perf_counter() - t0
+    best, _ = load_model(run_dir / "best.keras", (RHYTHM_MODEL,))
+    report: dict[str, Any] = {
+        "config": _config_json(config),
+        "classes": list(classes),
+        "class_weights": {classes[i]: w for i, w in weights.items()},
+        "records": {k: v["record"].tolist() for k, v in parts.items()},
+        "best_epoch": checkpoint.state["best_epoch"],
+        "epochs_run": checkpoint.state["epoch"],
+        "history": checkpoint.state["history"],
+        "seconds": {"train": round(train_seconds, 1)},
+    }
+    for part in ("val", "test"):
+        p = parts[part]
+        probs = predict_recordings(best, p["signal"], p["rr"], config.rhythm)
+        report[part] = evaluation.challenge_report(y[part], probs.argmax(-1), classes)
+        report[f"{part}_predictions"] = [classes[i] for i in probs.argmax(-1)]
+    save_model(best, run_dir / "model.keras", info)
+    atomic_write_json(run_dir / "report.json", report)
+    plots.plot_confusion(report["test"], run_dir / "confusion.png")
+    plots.plot_learning_curves(report["history"], run_dir / "learning_curves.png")
+    return report
+
+
+def _summary(values: list[float | None]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+
+
+def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir: Path, *,
+                 resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train and evaluate on one split or on k folds; return (and write) the report.
+
+    With folds, each fold lives in ``run_dir/foldK`` and the top-level report holds the
+    per-fold scores, their mean and spread, and the test predictions of all folds pooled; the
+    top-level ``model.keras`` is the fold model with the best validation score.
+    """
+    t0 = time.perf_counter()
+    records = io.list_records(db_dir)
+    data = load_recordings(db_dir, db, records, config.rhythm, quiet=quiet)
+    prep_seconds = time.perf_counter() - t0
+    splits = stratified_splits(data["label"], config)
+    if not config.folds:
+        report = train_part(config, db, data, splits[0], run_dir, resume=resume, quiet=quiet)
+        report["seconds"]["prepare"] = round(prep_seconds, 1)
+        atomic_write_json(run_dir / "report.json", report)
+        return report
+    wanted = range(1, config.folds + 1) if config.fold is None else [config.fold]
+    if config.fold is not None and not 1 <= config.fold <= config.folds:
+        raise EcgcapError(f"fold must be between 1 and {config.folds}",
+                          input=f"--fold {config.fold}", exit_code=EXIT_USAGE)
+    fold_reports = {}
+    for k in wanted:
+        fold_dir = run_dir / f"fold{k}"
+        done = fold_dir / "report.json"
+        if resume and done.is_file() and (fold_dir / "model.keras").is_file():
+            fold_reports[k] = json.loads(done.read_text())
+            continue
+        if not quiet:
+            print(f"fold {k} of {config.folds}", flush=True)
+        fold_reports[k] = train_part(config, db, data, splits[k - 1], fold_dir,
+                                     resume=resume, quiet=quiet)
+    ref = [c for r in fold_reports.values() for c in _labels_of(r, data, "test")]
+    pred = [c for r in fold_reports.values() for c in r["test_predictions"]]
+    best_fold = max(fold_reports, key=lambda k: fold_reports[k]["val"]["score"] or 0.0)
+    report = {
+        "config": _config_json(config),
+        "classes": list(db.classes),
+        "folds": {str(k): {"test_score": r["test"]["score"], "f1_noise": r["test"]["f1_noise"],
+                           "val_score": r["val"]["score"], "best_epoch": r["best_epoch"],
+                           "epochs_run": r["epochs_run"], "train_seconds": r["seconds"]["train"]}
+                  for k, r in fold_reports.items()},
+        "test_score": _summary([r["test"]["score"] for r in fold_reports.values()]),
+        "test_f1": {c: _summary([r["test"]["per_class"][c]["f1"] for r in fold_reports.values()])
+                    for c in db.classes},
+        "test": evaluation.challenge_report(ref, pred, db.classes),
+        "best_fold": best_fold,
+        "seconds": {"prepare": round(prep_seconds, 1),
+                    "train": round(sum(r["seconds"]["train"] for r in fold_reports.values()), 1)},
+    }
+    shutil.copyfile(run_dir / f"fold{best_fold}" / "model.keras", run_dir / "model.keras.tmp")
+    (run_dir / "model.keras.tmp").replace(run_dir / "model.keras")
+    atomic_write_json(run_dir / "report.json", report)
+    plots.plot_confusion(report["test"], run_dir / "confusion.png")
+    return report
+
+
+def _labels_of(report: dict[str, Any], data: dict[str, Any], part: str) -> list[str]:
+    """Reference labels of a part's records, in the report's order."""
+    label = dict(zip(data["record"].tolist(), data["label"].tolist(), strict=True))
+    return [label[r] for r in report["records"][part]]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The test table (pooled over folds where there are folds) for the terminal."""
+    config = report["config"]
+    if "folds" in report:
+        scores = ", ".join(f"{s['test_score']:.3f}" for s in report["folds"].values())
+        ts = report["test_score"]
+        head = (f"{config['model']} on {config['db']}, {len(report['folds'])} of "
+                f"{config['folds']} folds: test challenge score per fold {scores}; "
+                f"mean {ts['mean']:.3f} +- {ts['std']:.3f}. Test folds pooled:")
+    else:
+        head = (f"{config['model']} on {config['db']} (best epoch {report['best_epoch']} of "
+                f"{report['epochs_run']}, selected on validation score "
+                f"{report['val']['score']:.3f}); test records:")
+    return "\n".join([head, evaluation.format_table(report["test"]), "",
+                      evaluation.format_confusion(report["test"])])
