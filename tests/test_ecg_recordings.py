@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ecgcap.ecg import io
 from ecgcap.ecg.databases import get_database
-from ecgcap.ecg.processing import HRV_FEATURES, hrv_features
+from ecgcap.ecg.processing import HRV_FEATURES, hrv_features, rr_series
 from ecgcap.ecg.recordings import (
     RecordingBatches,
     RhythmConfig,
@@ -43,6 +43,15 @@ def test_hrv_features_with_too_few_beats_are_zero_and_finite():
     assert out.shape == (len(HRV_FEATURES),) and not out.any()
 
 
+def test_rr_series_marks_each_sample_with_its_interval():
+    out = rr_series(np.array([10, 20, 40]), 50, fs=10.0)
+    assert out.shape == (50, 2)
+    assert out[:20, 0].tolist() == [1.0] * 20 and out[20:, 0].tolist() == [2.0] * 30
+    assert out[:20, 1].tolist() == [0.0] * 20
+    np.testing.assert_allclose(out[20:, 1], np.log(2.0))
+    assert not rr_series(np.array([5]), 50, fs=10.0).any()
+
+
 def test_crop_starts_cover_the_whole_recording():
     assert crop_starts(9000, 4500, 2250).tolist() == [0, 2250, 4500]
     assert crop_starts(9100, 4500, 2250).tolist() == [0, 2250, 4500, 4600]
@@ -63,6 +72,8 @@ def test_pad_batch_pads_right_with_a_mask():
     x, mask = pad_batch([np.ones(3), np.full(5, 2.0)])
     assert x.shape == (2, 5, 1) and mask.tolist() == [[1, 1, 1, 0, 0], [1] * 5]
     assert x[0, :, 0].tolist() == [1, 1, 1, 0, 0]
+    x, _ = pad_batch([np.ones((3, 3)), np.ones((4, 3))])
+    assert x.shape == (2, 4, 3) and x[0, 3].tolist() == [0, 0, 0]
 
 
 def test_training_batches_crop_randomly_and_never_truncate_to_the_shortest():
@@ -103,8 +114,12 @@ def test_real_cinc2017_record_is_read_filtered_and_resampled(cinc2017_dir):
     raw = io.read_record(cinc2017_dir / "A00001")           # format 16+24 in a .mat file
     assert raw.fs == 300 and raw.n_sig == 1 and raw.sig_len == 9000
     out = read_recording(cinc2017_dir / "A00001", RhythmConfig())
-    assert out["signal"].shape == (4500,) and out["signal"].dtype == np.float32
-    assert abs(float(np.median(out["signal"]))) < 0.05
+    assert out["signal"].shape == (4500, 3) and out["signal"].dtype == np.float32
+    wave, rr = out["signal"][:, 0], out["signal"][:, 1]
+    assert abs(float(np.median(wave))) < 0.05
+    assert 0.4 < float(np.median(rr)) < 1.5                     # RR series in seconds
+    assert read_recording(cinc2017_dir / "A00001", RhythmConfig(rr_channels=False)
+                          )["signal"].shape == (4500, 1)
     heart_rate = out["rr"][FEATURE["heart_rate"]]
     assert 40 < heart_rate < 150 and out["rr"][FEATURE["enough_beats"]] == 1.0
     again = read_recording(raw, RhythmConfig())                # a wfdb.Record works too

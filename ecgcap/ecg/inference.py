@@ -10,6 +10,7 @@ import numpy as np
 import wfdb
 import wfdb.processing
 
+import ecgcap.ecg.layers  # noqa: F401 - registers the custom layers rhythm models hold
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.dataset import BeatConfig, beats_from_signal
 from ecgcap.runtime.errors import EcgcapError

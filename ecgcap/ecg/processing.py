@@ -177,6 +177,28 @@ def hrv_features(peaks: np.ndarray, fs: float, duration: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def rr_series(peaks: np.ndarray, length: int, fs: float) -> np.ndarray:
+    """Two channels that put the rhythm beside the waveform, sample by sample.
+
+    Channel 0: the RR interval (s) each sample lies in (before the first peak the first
+    interval, after the last the last one); channel 1: ``log(RR / previous RR)`` of that
+    interval, 0 for a regular rhythm. Fewer than 2 peaks give zeros.
+
+    Returns a float32 array (length, 2).
+    """
+    out = np.zeros((length, 2), dtype=np.float32)
+    peaks = np.sort(np.asarray(peaks, dtype=np.int64))
+    peaks = peaks[(peaks >= 0) & (peaks < length)]
+    if len(peaks) < 2:
+        return out
+    rr = np.diff(peaks) / fs
+    change = np.concatenate([[0.0], np.log(np.maximum(rr[1:], 1e-3) / np.maximum(rr[:-1], 1e-3))])
+    which = np.clip(np.searchsorted(peaks, np.arange(length), side="right") - 1, 0, len(rr) - 1)
+    out[:, 0] = rr[which]
+    out[:, 1] = change[which]
+    return out
+
+
 def aami_classes(symbols: Sequence[str], label_map: dict[str, str] | None = None
                  ) -> np.ndarray:
     """Map annotation symbols to AAMI EC57 classes; non-beat symbols map to ``""``.

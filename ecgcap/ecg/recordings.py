@@ -49,6 +49,11 @@ class RhythmConfig:
     min_seconds: float = 5.0   # shorter recordings are refused
     crop_seconds: float = 30.0
     stride_seconds: float = 15.0
+    rr_channels: bool = True   # add processing.rr_series beside the waveform
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.rr_channels else 1
 
     @property
     def crop(self) -> int:
@@ -68,7 +73,12 @@ class RhythmConfig:
 
 def recording_from_signal(x: np.ndarray, fs: float, config: RhythmConfig = RhythmConfig(),
                           *, name: str = "recording") -> dict[str, np.ndarray]:
-    """Model inputs of one single-lead signal: ``signal`` (samples,) and ``rr`` (HRV features)."""
+    """Model inputs of one single-lead signal: ``signal`` (samples, channels) and ``rr``.
+
+    ``signal`` is the filtered, resampled, normalised waveform (and, with ``rr_channels``, the
+    RR series of :func:`ecgcap.ecg.processing.rr_series`); ``rr`` the HRV features of the
+    whole recording from the R peaks that wfdb's XQRS finds.
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
         raise EcgcapError(f"expected one lead, got an array of shape {x.shape}", input=name)
@@ -83,7 +93,10 @@ def recording_from_signal(x: np.ndarray, fs: float, config: RhythmConfig = Rhyth
     rr = processing.hrv_features(peaks, fs, len(x) / fs)
     y = processing.filter_signal(x, fs, config.highpass, config.lowpass)
     y = processing.resample_signal(y, fs, config.fs)
-    y = processing.normalise(y)
+    y = processing.normalise(y)[:, None]
+    if config.rr_channels:
+        at = processing.resample_samples(np.asarray(peaks), fs, config.fs)
+        y = np.concatenate([y, processing.rr_series(at, len(y), config.fs)], axis=1)
     return {"signal": y.astype(np.float32), "rr": rr}
 
 
@@ -153,12 +166,14 @@ def crop_starts(length: int, crop: int, stride: int) -> np.ndarray:
 
 
 def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad 1-D signals to the longest: ``(batch, samples, 1)`` values and a 0/1 mask."""
+    """Right-pad signals (samples[, channels]) to the longest: ``(batch, samples, channels)``
+    values and a 0/1 mask ``(batch, samples)``."""
+    signals = [s[:, None] if s.ndim == 1 else s for s in map(np.asarray, signals)]
     length = max(len(s) for s in signals)
-    x = np.zeros((len(signals), length, 1), dtype=np.float32)
+    x = np.zeros((len(signals), length, signals[0].shape[1]), dtype=np.float32)
     mask = np.zeros((len(signals), length), dtype=np.float32)
     for i, s in enumerate(signals):
-        x[i, :len(s), 0] = s
+        x[i, :len(s)] = s
         mask[i, :len(s)] = 1.0
     return x, mask
 
@@ -166,8 +181,9 @@ def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 class RecordingBatches(keras.utils.PyDataset):
     """Training batches: a random crop per recording, padded with a mask, plus sample weights.
 
-    Augmentation keeps the rhythm true: amplitude scaling (0.8-1.2), polarity flips (hand-held
-    recorders are often held the other way round) and white noise.
+    Augmentation of the waveform (channel 0) keeps the rhythm true: amplitude scaling
+    (0.8-1.2), polarity flips (hand-held recorders are often held the other way round) and
+    white noise.
     """
 
     def __init__(self, signals: Sequence[np.ndarray], rr: np.ndarray, y: np.ndarray,
@@ -197,9 +213,9 @@ class RecordingBatches(keras.utils.PyDataset):
         x, mask = pad_batch(crops)
         if self.augment:
             n = len(idx)
-            gain = rng.uniform(0.8, 1.2, (n, 1, 1)) * rng.choice([-1.0, 1.0], (n, 1, 1))
-            x = (x * gain + rng.normal(0, 0.05, x.shape)).astype(np.float32)
-            x *= mask[..., None]
+            gain = rng.uniform(0.8, 1.2, (n, 1)) * rng.choice([-1.0, 1.0], (n, 1))
+            wave = x[..., 0] * gain + rng.normal(0, 0.05, x.shape[:2])
+            x[..., 0] = (wave * mask).astype(np.float32)
         inputs = {"signal": x, "mask": mask}
         if self.use_rr:
             inputs["rr"] = self.rr[idx]

@@ -77,6 +77,7 @@ def stratified_splits(labels: np.ndarray, config: RhythmTrainConfig) -> list[dic
     """
     labels = np.asarray(labels)
     index = np.arange(len(labels))
+    n_classes = len(set(labels.tolist()))
     if config.folds == 1 or config.folds < 0:
         raise EcgcapError("need at least 2 folds (or 0 for one split)",
                           input=f"--folds {config.folds}")
@@ -84,15 +85,22 @@ def stratified_splits(labels: np.ndarray, config: RhythmTrainConfig) -> list[dic
         kfold = StratifiedKFold(config.folds, shuffle=True, random_state=config.split_seed)
         outer = [(rest, test) for rest, test in kfold.split(index, labels)]
     else:
-        rest, test = train_test_split(index, test_size=config.test_fraction, stratify=labels,
-                                      random_state=config.split_seed)
+        rest, test = train_test_split(index, test_size=_part_size(len(index), n_classes,
+                                                                  config.test_fraction),
+                                      stratify=labels, random_state=config.split_seed)
         outer = [(rest, test)]
     splits = []
     for rest, test in outer:
-        train, val = train_test_split(rest, test_size=config.val_fraction,
+        train, val = train_test_split(rest, test_size=_part_size(len(rest), n_classes,
+                                                                 config.val_fraction),
                                       stratify=labels[rest], random_state=config.split_seed)
         splits.append({"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)})
     return splits
+
+
+def _part_size(n: int, n_classes: int, fraction: float) -> int:
+    """Records in a stratified part: ``fraction`` of ``n``, at least one per class."""
+    return max(int(round(fraction * n)), n_classes)
 
 
 class ValidationScore(keras.callbacks.Callback):
@@ -122,8 +130,9 @@ def build_model(config: RhythmTrainConfig, n_classes: int) -> keras.Model:
         raise EcgcapError(f"unknown model; choose one of {', '.join(BUILDERS)}",
                           input=f"--model {config.model}")
     return BUILDERS[config.model](
-        masked=True, input_length=None, channels=1, rr_features=HRV_WIDTH if config.hrv else 0,
-        classes=n_classes, conv_filters=config.conv_filters, kernel_size=config.kernel_size,
+        masked=True, input_length=None, channels=config.rhythm.channels,
+        rr_features=HRV_WIDTH if config.hrv else 0, classes=n_classes,
+        conv_filters=config.conv_filters, kernel_size=config.kernel_size,
         pool_size=config.pool_size, recurrent_layers=config.recurrent_layers, units=config.units,
         bidirectional=config.bidirectional, dropout=config.dropout, pooling=config.pooling,
         name=f"{config.db}_{config.model}_rhythm")

@@ -60,6 +60,7 @@ def load_model(path: str | os.PathLike, kinds: tuple[str, ...]) -> tuple[Any, di
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise EcgcapError(f"cannot load the model ({type(exc).__name__}: {exc})",
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise EcgcapError(f"cannot load the model ({type(exc).__name__}: {first})",
                           input=str(path)) from None
     return model, info

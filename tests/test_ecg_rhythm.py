@@ -1,0 +1,111 @@
+"""Rhythm task end to end on real CinC 2017 records: splits, train_ecg --folds, classify_ecg."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+from ecgcap.ecg import io
+from ecgcap.ecg.rhythm_training import RhythmTrainConfig, stratified_splits
+from ecgcap.runtime.errors import EcgcapError
+
+
+@pytest.mark.parametrize("folds", [0, 5])
+def test_stratified_splits_are_disjoint_stratified_and_fixed(folds):
+    labels = np.array(["N"] * 50 + ["A"] * 15 + ["O"] * 25 + ["~"] * 10)
+    config = RhythmTrainConfig(folds=folds)
+    splits = stratified_splits(labels, config)
+    assert len(splits) == max(folds, 1)
+    for s in splits:
+        parts = [set(s[k].tolist()) for k in ("train", "val", "test")]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert parts[0] | parts[1] | parts[2] == set(range(100))
+        assert set(labels[s["val"]]) == {"N", "A", "O", "~"}   # every class validated
+    if folds:  # each record is tested exactly once over the folds
+        tested = np.concatenate([s["test"] for s in splits])
+        assert sorted(tested.tolist()) == list(range(100))
+        assert Counter(labels[splits[0]["test"]]) == Counter(N=10, A=3, O=5, **{"~": 2})
+    again = stratified_splits(labels, config)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(splits, again, strict=True)
+               for k in a)
+
+
+def test_one_fold_is_refused():
+    with pytest.raises(EcgcapError, match="at least 2 folds"):
+        stratified_splits(np.array(["N", "A"] * 10), RhythmTrainConfig(folds=1))
+
+
+@pytest.fixture(scope="module")
+def small_cinc2017(cinc2017_dir, tmp_path_factory):
+    """A local WFDB folder of 40 real CinC 2017 records (10 per label), linked, not copied."""
+    labels = io.read_reference(cinc2017_dir / "REFERENCE.csv")
+    chosen = [r for c in "NAO~" for r in sorted(n for n, lab in labels.items() if lab == c)[:10]]
+    folder = tmp_path_factory.mktemp("data") / "cinc2017"
+    folder.mkdir()
+    for r in chosen:
+        for ext in (".hea", ".mat"):
+            os.symlink((cinc2017_dir / f"{r}{ext}").resolve(), folder / f"{r}{ext}")
+    (folder / "RECORDS").write_text("\n".join(chosen) + "\n")
+    (folder / "REFERENCE.csv").write_text("".join(f"{r},{labels[r]}\n" for r in chosen))
+    return folder
+
+
+@pytest.mark.slow
+def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["--db", "cinc2017", "--data-dir", str(small_cinc2017), "--folds", "2",
+            "--epochs", "2", "--runs-dir", str(runs), "--name", "cv", "--device", "cpu"]
+    first = run_module("ecgcap.train_ecg", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "challenge score (N, A, O)" in first.stdout and "test challenge score per fold" \
+        in first.stdout
+    run = runs / "cv"
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["folds"]) == {"1", "2"} and report["test"]["n"] == 40
+    for k in ("1", "2"):
+        fold = json.loads((run / f"fold{k}" / "report.json").read_text())
+        assert fold["epochs_run"] == 2
+        assert not set(fold["records"]["test"]) & set(fold["records"]["train"] +
+                                                        fold["records"]["val"])
+    assert (run / "model.keras").is_file() and (run / "confusion.png").is_file()
+
+    # an interrupted second fold continues from its checkpoint with more epochs
+    (run / "fold2" / "report.json").unlink()
+    resumed = run_module("ecgcap.train_ecg", *args[:-6], "--epochs", "3", "--runs-dir",
+                         str(runs), "--name", "cv", "--device", "cpu", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    fold2 = json.loads((run / "fold2" / "report.json").read_text())
+    assert fold2["epochs_run"] == 3 and len(fold2["history"]["loss"]) == 3
+    fold1 = json.loads((run / "fold1" / "report.json").read_text())
+    assert fold1["epochs_run"] == 2                                # finished fold reused
+
+    records = [str(small_cinc2017 / r) for r in ("A00001", io.list_records(small_cinc2017)[-1])]
+    out = run_module("ecgcap.classify_ecg", *records, "--model", str(run / "model.keras"),
+                     "--format", "json", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout)
+    assert [r["record"] for r in results] == [os.path.basename(r) for r in records]
+    for r in results:
+        assert r["label"] in "NAO~" and sum(r["probabilities"].values()) == pytest.approx(1, 1e-3)
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+    csv = run_module("ecgcap.classify_ecg", records[0], "--model", str(run / "model.keras"),
+                     "--format", "csv", "--device", "cpu")
+    assert csv.stdout.splitlines()[0] == "record,label,p_N,p_A,p_O,p_~"
+    wfdb_fmt = run_module("ecgcap.classify_ecg", records[0], "--model",
+                          str(run / "model.keras"), "--format", "wfdb", "--device", "cpu")
+    assert wfdb_fmt.returncode == 2 and "rhythm model labels whole records" in wfdb_fmt.stderr
+
+
+def test_rhythm_options_are_checked(small_cinc2017, tmp_path):
+    bad = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir", str(small_cinc2017),
+                     "--fold", "2", "--runs-dir", str(tmp_path))
+    assert bad.returncode == 2 and "--fold needs --folds" in bad.stderr
+    assert not any(tmp_path.iterdir())                      # nothing written
+    beats = run_module("ecgcap.train_ecg", "--db", "mitdb", "--folds", "5",
+                       "--runs-dir", str(tmp_path))
+    assert beats.returncode == 2 and "apply to cinc2017 only" in beats.stderr
