@@ -109,3 +109,21 @@ def test_rhythm_options_are_checked(small_cinc2017, tmp_path):
     beats = run_module("ecgcap.train_ecg", "--db", "mitdb", "--folds", "5",
                        "--runs-dir", str(tmp_path))
     assert beats.returncode == 2 and "apply to cinc2017 only" in beats.stderr
+
+
+def test_shipped_rhythm_model_labels_held_out_real_records(cinc2017_dir):
+    """The shipped model on records of its own test fold (never seen in training)."""
+    from ecgcap.ecg.inference import SHIPPED
+
+    report = json.loads(SHIPPED["rhythm"].with_suffix(".report.json").read_text())
+    fold = report["best_fold"]
+    labels = io.read_reference(cinc2017_dir / "REFERENCE.csv")
+    held_out = report["fold_records"][str(fold)]["test"]
+    chosen = [r for c in "NA" for r in [r for r in held_out if labels[r] == c][:6]]
+    out = run_module("ecgcap.classify_ecg", *(str(cinc2017_dir / r) for r in chosen),
+                     "--task", "rhythm", "--format", "json", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout)
+    assert [r["record"] for r in results] == chosen
+    right = sum(r["label"] == labels[r["record"]] for r in results)
+    assert right >= 9, [(r["record"], labels[r["record"]], r["label"]) for r in results]

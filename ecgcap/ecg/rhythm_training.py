@@ -266,6 +266,7 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
                     for c in db.classes},
         "test": evaluation.challenge_report(ref, pred, db.classes),
         "best_fold": best_fold,
+        "fold_records": {str(k): r["records"] for k, r in fold_reports.items()},
         "seconds": {"prepare": round(prep_seconds, 1),
                     "train": round(sum(r["seconds"]["train"] for r in fold_reports.values()), 1)},
     }
