@@ -97,7 +97,9 @@ def step_gradients(model: keras.Model, inputs: Mapping[str, np.ndarray] | np.nda
         ce = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
         loss = ce
     is_dict = isinstance(inputs, Mapping)
-    arrays = ({k: np.asarray(v) for k, v in inputs.items()} if is_dict else np.asarray(inputs))
+    tensor = keras.ops.convert_to_tensor
+    arrays = ({k: tensor(np.asarray(v)) for k, v in inputs.items()} if is_dict
+              else tensor(np.asarray(inputs)))
     y = keras.ops.convert_to_tensor(np.asarray(targets))
     if layer is not None:
         probed, probe = _with_probe(model, layer)
@@ -116,13 +118,13 @@ def step_gradients(model: keras.Model, inputs: Mapping[str, np.ndarray] | np.nda
         name = input_name or (next(iter(arrays)) if len(arrays) == 1 else None)
         if name not in arrays:
             raise ValueError(f"name the input to differentiate: one of {sorted(arrays)}")
-        zeros = np.zeros_like(arrays[name], dtype="float32")
+        zeros = np.zeros(tuple(arrays[name].shape), dtype="float32")
 
         def fn(offset):
             return keras.ops.sum(loss(y, model({**arrays, name: arrays[name] + offset},
                                                training=False)))
     else:
-        zeros = np.zeros_like(arrays, dtype="float32")
+        zeros = np.zeros(tuple(arrays.shape), dtype="float32")
 
         def fn(offset):
             return keras.ops.sum(loss(y, model(arrays + offset, training=False)))
