@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(macro-F1 for mitdb, challenge score for cinc2017)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="class weights = (inverse frequency)^power; 1 = balanced, 0 = none")
+    parser.add_argument("--log-gradients", action="store_true",
+                        help="log the gradient norm of each layer (before clipping) on a fixed "
+                             "validation batch every epoch: history, report.json, plot")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's last checkpoint")
     return parser

@@ -60,7 +60,7 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     runs = tmp_path / "runs"
     args = ["--db", "cinc2017", "--data-dir", str(small_cinc2017), "--folds", "2",
             "--epochs", "2", "--runs-dir", str(runs), "--name", "cv", "--device", "cpu"]
-    first = run_module("ecgcap.train_ecg", *args)
+    first = run_module("ecgcap.train_ecg", *args, "--log-gradients")
     assert first.returncode == 0, first.stderr[-2000:]
     assert "challenge score (N, A, O)" in first.stdout and "test challenge score per fold" \
         in first.stdout
@@ -70,6 +70,9 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     for k in ("1", "2"):
         fold = json.loads((run / f"fold{k}" / "report.json").read_text())
         assert fold["epochs_run"] == 2
+        grads = fold["history"]["grad_norm/total"]            # --log-gradients
+        assert len(grads) == 2 and all(g > 0 for g in grads)
+        assert "grad_norm/bilstm1" in fold["history"]
         assert not set(fold["records"]["test"]) & set(fold["records"]["train"] +
                                                         fold["records"]["val"])
     assert (run / "model.keras").is_file() and (run / "confusion.png").is_file()

@@ -24,7 +24,8 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
         db=args.db, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
         units=args.units, recurrent_layers=args.layers, bidirectional=not args.unidirectional,
-        patience=args.patience, class_weight_power=args.class_weight_power, seed=args.seed)
+        patience=args.patience, class_weight_power=args.class_weight_power, seed=args.seed,
+        log_gradients=args.log_gradients)
     return {k: v for k, v in options.items() if v is not None or k == "clipnorm"}
 
 

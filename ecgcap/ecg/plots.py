@@ -96,6 +96,9 @@ def _default_title(report: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "confusion matrix"
 
 
+GRAD_PREFIX = "grad_norm/"
+
+
 def _panels(names: Sequence[str]) -> list[tuple[str, list[str]]]:
     """Group metric names into panels: ``x`` with ``val_x``; a lone ``val_x`` gets its own."""
     panels: dict[str, list[str]] = {}
@@ -103,6 +106,8 @@ def _panels(names: Sequence[str]) -> list[tuple[str, list[str]]]:
         base = name[4:] if name.startswith("val_") else name
         if name.startswith("val_") and base not in names:
             base = name
+        if name.startswith(GRAD_PREFIX):  # --log-gradients: all layers on one log panel
+            base = GRAD_PREFIX
         panels.setdefault(base, []).append(name)
     for series in panels.values():
         series.sort(key=lambda s: s.startswith("val_"))
@@ -145,9 +150,13 @@ def plot_learning_curves(history: Mapping[str, Sequence[float]], path: str | os.
                 values = series[name]
                 epochs = np.arange(1, len(values) + 1)
                 label = "validation" if name.startswith("val_") and name != base else "training"
+                if base == GRAD_PREFIX:
+                    label = name[len(GRAD_PREFIX):]
                 ax.plot(epochs, values, marker="o" if len(values) <= 30 else None,
                         markersize=3, label=label)
-            ax.set_title(base)
+            if base == GRAD_PREFIX:
+                ax.set_yscale("log")
+            ax.set_title("gradient norm per layer" if base == GRAD_PREFIX else base)
             ax.set_xlabel("epoch")
             ax.grid(True, alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True)

@@ -29,9 +29,10 @@ from ecgcap.ecg.recordings import (
     RecordingBatches,
     RhythmConfig,
     load_recordings,
+    pad_batch,
     predict_recordings,
 )
-from ecgcap.ecg.training import Checkpoint, class_weights
+from ecgcap.ecg.training import Checkpoint, class_weights, gradient_log
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
@@ -61,6 +62,7 @@ class RhythmTrainConfig:
     class_weight_power: float = 0.5
     augment: bool = True
     patience: int = 6
+    log_gradients: bool = False
     folds: int = 0              # 0: one split; k >= 2: k-fold cross-validation
     fold: int | None = None     # with folds: run only this fold (1..k)
     test_fraction: float = 0.2  # one split only
@@ -149,6 +151,15 @@ def _subset(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
             "label": data["label"][idx], "record": data["record"][idx]}
 
 
+def _fixed_batch(part: dict[str, Any], config: RhythmTrainConfig, n: int = 32) -> dict:
+    """The first ``n`` recordings of a part, first crop each, as one padded batch."""
+    x, mask = pad_batch([s[:config.rhythm.crop] for s in part["signal"][:n]])
+    out = {"signal": x, "mask": mask}
+    if config.hrv:
+        out["rr"] = part["rr"][:n]
+    return out
+
+
 def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
                split: dict[str, np.ndarray], run_dir: Path, *, resume: bool = False,
                quiet: bool = False) -> dict[str, Any]:
@@ -185,7 +196,10 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
     if checkpoint.state["epoch"] < config.epochs and checkpoint.state["wait"] < config.patience:
         model.fit(batches, epochs=config.epochs, initial_epoch=checkpoint.state["epoch"],
                   callbacks=[ValidationScore(val["signal"], val["rr"], y["val"], classes,
-                                             config.rhythm), checkpoint],
+                                             config.rhythm),
+                             *gradient_log(config.log_gradients, _fixed_batch(val, config),
+                                           y["val"][:32]),
+                             checkpoint],
                   verbose=0 if quiet else 2)
     train_seconds = time.perf_counter() - t0
     best, _ = load_model(run_dir / "best.keras", (RHYTHM_MODEL,))

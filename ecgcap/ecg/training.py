@@ -25,6 +25,7 @@ from ecgcap.ecg.dataset import BEAT_CHANNELS, RR_FEATURES, BeatConfig, load_beat
 from ecgcap.ecg.models import BUILDERS
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.gradients import GradientLog
 from ecgcap.runtime.modelfile import load_model, save_model
 
 # Patient-wise validation hold-out inside DS1: five records that hold S, V and F beats
@@ -52,6 +53,7 @@ class TrainConfig:
     untrained_classes: tuple[str, ...] = ("Q",)
     patience: int = 6
     split: str = "inter-patient"
+    log_gradients: bool = False
     val_records: tuple[str, ...] = MITDB_VALIDATION
     seed: int = 0
     beats: BeatConfig = field(default_factory=BeatConfig)
@@ -177,6 +179,11 @@ class Checkpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def gradient_log(on: bool, inputs: Any, targets: np.ndarray) -> list[keras.callbacks.Callback]:
+    """``--log-gradients``: the callback list (empty when off), measured on a fixed batch."""
+    return [GradientLog(inputs, targets)] if on else []
+
+
 BEAT_MODEL = "ecg-beats"
 
 
@@ -264,7 +271,10 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
         model.fit(
             train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
             validation_data=(_inputs(parts["val"]), y["val"]),
-            callbacks=[ValidationScore(_inputs(parts["val"]), y["val"], classes), checkpoint],
+            callbacks=[ValidationScore(_inputs(parts["val"]), y["val"], classes),
+                       *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
+                                     y["val"][:256]),
+                       checkpoint],
             verbose=0 if quiet else 2,
         )
     train_seconds = time.perf_counter() - t1

@@ -145,3 +145,66 @@ def step_norms(grad: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     with np.errstate(invalid="ignore"):
         return np.where(mask, norms, 0).sum(0) / mask.sum(0)
+
+
+def layer_gradient_norms(model: keras.Model, inputs: Any, targets: np.ndarray,
+                         loss: Loss | None = None) -> dict[str, float]:
+    """L2 norm of the gradient of the mean loss over each layer's trainable weights.
+
+    The gradient training would apply on this batch before clipping (the model is called with
+    ``training=False``, so dropout does not add noise to the measurement).
+    """
+    loss = loss or keras.losses.SparseCategoricalCrossentropy()
+    y = keras.ops.convert_to_tensor(np.asarray(targets))
+    weights = list(model.trainable_variables)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = keras.ops.mean(loss(y, model(inputs, training=False)))
+        grads = [np.asarray(g) if g is not None else np.zeros(w.shape)
+                 for g, w in zip(tape.gradient(value, weights), weights, strict=True)]
+    elif backend == "jax":
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def fn(values):
+            out, _ = model.stateless_call(values, non_trainable, inputs, training=False)
+            return keras.ops.mean(loss(y, out))
+
+        grads = [np.asarray(g) for g in jax.grad(fn)([w.value for w in weights])]
+    elif backend == "torch":
+        value = keras.ops.mean(loss(y, model(inputs, training=False)))
+        model.zero_grad()
+        value.backward()
+        grads = [w.value.grad.detach().cpu().numpy() for w in weights]
+    else:
+        raise NotImplementedError(f"no gradient support for the {backend} backend")
+    squares: dict[str, float] = {}
+    owner = {id(w): layer.name for layer in model.layers for w in layer.trainable_weights}
+    for w, g in zip(weights, grads, strict=True):
+        name = owner.get(id(w), w.path.split("/")[0])
+        squares[name] = squares.get(name, 0.0) + float(np.sum(np.square(g, dtype=np.float64)))
+    return {k: float(np.sqrt(v)) for k, v in squares.items()}
+
+
+class GradientLog(keras.callbacks.Callback):
+    """``--log-gradients``: per-layer gradient norms on a fixed batch at the end of each epoch.
+
+    Adds ``grad_norm/<layer>`` and ``grad_norm/total`` to the epoch logs (so they reach the
+    history, ``report.json`` and any other callback). The norms are those before clipping; with
+    ``clipnorm`` set, the optimizer scales each weight's gradient down to at most that norm.
+    """
+
+    def __init__(self, inputs: Any, targets: np.ndarray, loss: Loss | None = None):
+        super().__init__()
+        self.inputs, self.targets, self.loss = inputs, targets, loss
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        norms = layer_gradient_norms(self.model, self.inputs, self.targets, self.loss)
+        if logs is not None:
+            for name, value in norms.items():
+                logs[f"grad_norm/{name}"] = value
+            logs["grad_norm/total"] = float(np.sqrt(sum(v * v for v in norms.values())))
