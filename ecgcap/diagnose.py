@@ -53,10 +53,11 @@ def _work(args: argparse.Namespace) -> int:
         model, label = model_for(spec, db, bidirectional=not args.unidirectional,
                                  pooling=args.pooling)
         results[label] = gradient_flow(model, inputs, y, mask)
-    print(f"{'model':34}{'steps':>7}{'|g| step 1':>13}{'|g| middle':>13}{'|g| last':>13}")
+    width = max(len(label) for label in results) + 2
+    print(f"{'model':{width}}{'steps':>7}{'|g| step 1':>13}{'|g| middle':>13}{'|g| last':>13}")
     for label, r in results.items():
         g = [v for v in r["recurrent"] if v is not None]
-        print(f"{label:34}{len(g):>7}{g[0]:>13.3e}{g[len(g) // 2]:>13.3e}{g[-1]:>13.3e}")
+        print(f"{label:{width}}{len(g):>7}{g[0]:>13.3e}{g[len(g) // 2]:>13.3e}{g[-1]:>13.3e}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "gradient_flow.json", {
         "db": db.name, "batch": int(len(y)), "input_samples": int(mask.shape[1]),

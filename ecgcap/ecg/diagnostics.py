@@ -55,7 +55,8 @@ def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: s
     model, info = load_classifier(spec)
     if info.get("db") != db.name:
         raise EcgcapError(f"a model for {info.get('db')}, not {db.name}", input=spec)
-    return model, f"{info.get('cell', 'model')} ({Path(spec).name})"
+    where = Path(spec)
+    return model, f"{info.get('cell', 'model')} (trained, {where.parent.name}/{where.name})"
 
 
 def real_batch(db: Database, db_dir: str | os.PathLike, n: int, steps: int | None, seed: int = 0
@@ -108,7 +109,8 @@ def gradient_flow(model: keras.Model, inputs: dict[str, np.ndarray], y: np.ndarr
 
 
 def _clean(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in values]
+    """JSON-ready: 4 significant digits, ``None`` for steps with no real sequence."""
+    return [None if not np.isfinite(v) else float(f"{v:.4g}") for v in values]
 
 
 def plot_gradient_flow(results: dict[str, dict[str, Any]], path: str | os.PathLike,
