@@ -23,14 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import wfdb
 import wfdb.processing
 
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
-from ecgcap.ecg.dataset import cache_dir
+from ecgcap.ecg.dataset import ShuffledBatches, cache_dir
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_path
 from ecgcap.runtime.progress import progress
@@ -178,7 +177,7 @@ def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return x, mask
 
 
-class RecordingBatches(keras.utils.PyDataset):
+class RecordingBatches(ShuffledBatches):
     """Training batches: a random crop per recording, padded with a mask, plus sample weights.
 
     Augmentation of the waveform (channel 0) keeps the rhythm true: amplitude scaling
@@ -189,21 +188,12 @@ class RecordingBatches(keras.utils.PyDataset):
     def __init__(self, signals: Sequence[np.ndarray], rr: np.ndarray, y: np.ndarray,
                  weights: np.ndarray, batch_size: int, crop: int, *, augment: bool = True,
                  use_rr: bool = True, seed: int = 0):
-        super().__init__()
-        self.signals, self.rr, self.y, self.w = list(signals), rr, y, weights
-        self.batch_size, self.crop = batch_size, crop
+        super().__init__(y, weights, batch_size, seed=seed)
+        self.signals, self.rr, self.crop = list(signals), rr, crop
         self.augment, self.use_rr = augment, use_rr
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(y))
-
-    def __len__(self) -> int:
-        return int(np.ceil(len(self.y) / self.batch_size))
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.y))
 
     def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.batch_indices(i)
         rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
         crops = []
         for j in idx:

@@ -21,7 +21,13 @@ import numpy as np
 
 from ecgcap.ecg import evaluation, plots
 from ecgcap.ecg.databases import Database
-from ecgcap.ecg.dataset import BEAT_CHANNELS, RR_FEATURES, BeatConfig, load_beats
+from ecgcap.ecg.dataset import (
+    BEAT_CHANNELS,
+    RR_FEATURES,
+    BeatConfig,
+    ShuffledBatches,
+    load_beats,
+)
 from ecgcap.ecg.models import BUILDERS
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
@@ -93,7 +99,7 @@ def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> dict[int
     return {i: float(w[i]) for i in range(n_classes)}
 
 
-class BeatBatches(keras.utils.PyDataset):
+class BeatBatches(ShuffledBatches):
     """Shuffled training batches with per-beat weights and light augmentation.
 
     Augmentation keeps the label true: amplitude scaling (0.8-1.2), a baseline offset, white
@@ -102,20 +108,11 @@ class BeatBatches(keras.utils.PyDataset):
 
     def __init__(self, x: dict[str, np.ndarray], y: np.ndarray, weights: np.ndarray,
                  batch_size: int, *, augment: bool = True, seed: int = 0):
-        super().__init__()
-        self.x, self.y, self.w = x, y, weights
-        self.batch_size, self.augment = batch_size, augment
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(y))
-
-    def __len__(self) -> int:
-        return int(np.ceil(len(self.y) / self.batch_size))
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.y))
+        super().__init__(y, weights, batch_size, seed=seed)
+        self.x, self.augment = x, augment
 
     def __getitem__(self, i: int):
-        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        idx = np.sort(self.batch_indices(i))
         beat = self.x["beat"][idx]
         if self.augment:
             rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
