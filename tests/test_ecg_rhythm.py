@@ -109,6 +109,12 @@ def test_rhythm_options_are_checked(small_cinc2017, tmp_path):
                      "--fold", "2", "--runs-dir", str(tmp_path))
     assert bad.returncode == 2 and "--fold needs --folds" in bad.stderr
     assert not any(tmp_path.iterdir())                      # nothing written
+    (tmp_path / "empty").mkdir()
+    resume = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir",
+                        str(small_cinc2017), "--runs-dir", str(tmp_path), "--name", "empty",
+                        "--resume")
+    assert resume.returncode == 2 and "has no checkpoint" in resume.stderr
+    assert not any((tmp_path / "empty").iterdir())
     beats = run_module("ecgcap.train_ecg", "--db", "mitdb", "--folds", "5",
                        "--runs-dir", str(tmp_path))
     assert beats.returncode == 2 and "apply to cinc2017 only" in beats.stderr

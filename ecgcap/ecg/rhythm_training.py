@@ -240,6 +240,9 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
     per-fold scores, their mean and spread, and the test predictions of all folds pooled; the
     top-level ``model.keras`` is the fold model with the best validation score.
     """
+    if resume and not config.folds and not (run_dir / "checkpoint.keras").is_file():
+        raise EcgcapError("--resume given but the run folder has no checkpoint",
+                          input=str(run_dir), exit_code=EXIT_USAGE)
     t0 = time.perf_counter()
     records = io.list_records(db_dir)
     data = load_recordings(db_dir, db, records, config.rhythm, quiet=quiet)
