@@ -54,3 +54,21 @@ def run_module(module: str, *args: str, env: dict[str, str] | None = None, timeo
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def run_on_backend(script: str, backend: str, tmp_path: Path, *args: str):
+    """Run ``script`` in its own process with ``KERAS_BACKEND=backend`` (CPU only) and check it
+    ends by printing ``ok BACKEND``; skip when the backend is not installed."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    path = tmp_path / "backend_script.py"
+    path.write_text(script)
+    result = subprocess.run([sys.executable, str(path), backend, *args], capture_output=True,
+                            text=True, timeout=600,
+                            env={**os.environ, "KERAS_BACKEND": backend,
+                                 "CUDA_VISIBLE_DEVICES": "-1", "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith(f"ok {backend}")

@@ -6,13 +6,11 @@ are not installed are skipped; CI installs TensorFlow and JAX.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from conftest import run_on_backend
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, keras
@@ -54,13 +52,4 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_tiny_model_round_trip_on_backend(backend, tmp_path):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    script = tmp_path / "roundtrip.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script), backend, str(tmp_path)],
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "KERAS_BACKEND": backend,
-                                 "CUDA_VISIBLE_DEVICES": "-1", "JAX_PLATFORMS": "cpu"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith(f"ok {backend}")
+    run_on_backend(SCRIPT, backend, tmp_path, str(tmp_path))

@@ -6,15 +6,12 @@ for w < 1 and exploding for w > 1. Each backend runs in its own process.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from conftest import run_on_backend
 from ecgcap.runtime.gradients import step_norms
 
 SCRIPT = textwrap.dedent("""
@@ -53,16 +50,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_linear_recurrence_gradient_is_w_to_the_power_T_minus_t(backend, tmp_path):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    script = tmp_path / "linear.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script), backend], capture_output=True,
-                            text=True, timeout=600,
-                            env={**os.environ, "KERAS_BACKEND": backend,
-                                 "CUDA_VISIBLE_DEVICES": "-1", "JAX_PLATFORMS": "cpu"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith(f"ok {backend}")
+    run_on_backend(SCRIPT, backend, tmp_path)
 
 
 def test_step_norms_average_real_steps_only():
