@@ -1,7 +1,9 @@
 """``python -m ecgcap.caption image.jpg [...]``: one caption per image.
 
-The captioning wing (``ecgcap.captioning``) is not built yet; this command parses its options and
-says so clearly. See the captioning issue for what it will do.
+Prints ``IMAGE<TAB>caption`` lines (or ``--json``: a list of ``{"image", "caption"}``), with the
+captioner shipped in ``models/`` unless ``--model`` names another. Folders are expanded to their
+image files; images are decoded and captioned in batches. An unreadable image is reported on
+stderr in one line and the others are still captioned; the exit code is then 2.
 """
 
 from __future__ import annotations

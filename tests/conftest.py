@@ -41,6 +41,16 @@ def cinc2017_dir() -> Path:
     return real_dataset("cinc2017")
 
 
+@pytest.fixture(scope="session")
+def rsicd_dir() -> Path:
+    return real_dataset("rsicd")
+
+
+@pytest.fixture(scope="session")
+def flickr8k_dir() -> Path:
+    return real_dataset("flickr8k")
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Each test session caches prepared records in its own folder, never in the project."""

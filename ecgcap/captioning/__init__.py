@@ -1,17 +1,39 @@
-"""The captioning wing: CNN encoder, LSTM decoder, caption data loaders (not built yet).
+"""The captioning wing: caption data, a CNN encoder + LSTM decoder, decoding, training, scores.
 
-It imports only :mod:`ecgcap.runtime`, never :mod:`ecgcap.ecg`.
+It imports only :mod:`ecgcap.runtime`, never :mod:`ecgcap.ecg`. Submodules: ``text``
+(vocabulary), ``datasets`` (caption formats), ``images`` (Pillow), ``layers`` and ``models``
+(builders), ``decoding`` (greedy, beam), ``training``, ``evaluation`` (pycocoevalcap,
+baselines), ``inference`` (captioning files).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import TextIO
 
-from ecgcap.runtime.errors import EXIT_FAILURE, EcgcapError
+from ecgcap.runtime.errors import EXIT_USAGE
 
 
 def caption_command(args: argparse.Namespace, out: TextIO) -> int:
-    """Caption ``args.images`` (the captioner itself is the subject of an open issue)."""
-    raise EcgcapError("the captioner is not implemented in this version of ecgcap",
-                      input="caption", exit_code=EXIT_FAILURE)
+    """``python -m ecgcap.caption``: print one caption per image; bad images are reported one
+    line each on stderr and make the exit code 2, after the good ones are printed."""
+    import sys
+
+    from ecgcap.captioning.inference import caption_files, load_captioner
+
+    model, _ = load_captioner(args.model)
+    failed: list[str] = []
+
+    def report(exc: Exception) -> None:
+        failed.append(str(exc))
+        print(f"python -m ecgcap.caption: error: {exc}", file=sys.stderr)
+
+    results = caption_files(args.images, model, beam=args.beam, on_error=report)
+    if args.json:
+        json.dump([{"image": str(p), "caption": c} for p, c in results], out, indent=2)
+        out.write("\n")
+    else:
+        for path, caption in results:
+            out.write(f"{path}\t{caption}\n")
+    return EXIT_USAGE if failed else 0

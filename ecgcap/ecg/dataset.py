@@ -21,9 +21,8 @@ from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_path
+from ecgcap.runtime.paths import cache_dir
 from ecgcap.runtime.progress import progress
-
-CACHE_ENV = "ECGCAP_CACHE"
 
 
 @dataclass(frozen=True)
@@ -108,11 +107,6 @@ def prepare_record(path: str | os.PathLike, db: Database, config: BeatConfig
     out["label"] = labels[kept]
     out["sample"] = peaks[kept].astype(np.int64)
     return out
-
-
-def cache_dir() -> Path:
-    """Where prepared records are cached: ``$ECGCAP_CACHE`` or ``data/cache``."""
-    return Path(os.environ.get(CACHE_ENV, "data/cache"))
 
 
 def load_beats(db_dir: str | os.PathLike, db: Database, records: Sequence[str],

@@ -29,9 +29,10 @@ import wfdb.processing
 
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
-from ecgcap.ecg.dataset import ShuffledBatches, cache_dir
+from ecgcap.ecg.dataset import ShuffledBatches
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_path
+from ecgcap.runtime.paths import cache_dir
 from ecgcap.runtime.progress import progress
 
 HRV_WIDTH = len(processing.HRV_FEATURES)

@@ -32,7 +32,8 @@ from ecgcap.ecg.recordings import (
     pad_batch,
     predict_recordings,
 )
-from ecgcap.ecg.training import Checkpoint, class_weights, gradient_log
+from ecgcap.ecg.training import class_weights
+from ecgcap.runtime.checkpoint import Checkpoint, gradient_log
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model

@@ -11,6 +11,12 @@ from ecgcap.runtime.errors import EcgcapError
 
 DATA_ENV = "ECGCAP_DATA"
 DEFAULT_DATA_DIR = Path("data")
+CACHE_ENV = "ECGCAP_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where prepared data is cached: ``$ECGCAP_CACHE`` or ``data/cache``."""
+    return Path(os.environ.get(CACHE_ENV, "data/cache"))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,125 @@
+"""The captioning wing's public API, and the glue between command-line options and it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ecgcap.captioning.training import CaptionTrainConfig, train_captioner
+from ecgcap.runtime.cli import say
+from ecgcap.runtime.paths import make_run_dir
+
+
+def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
+    """A :class:`CaptionTrainConfig` from ``train_caption``'s options."""
+    from ecgcap.runtime.errors import EcgcapError
+
+    if args.scene_loss < 0:
+        raise EcgcapError("must be 0 or more", input=f"--scene-loss {args.scene_loss}")
+    if args.max_length < 3:
+        raise EcgcapError("must be 3 or more", input=f"--max-length {args.max_length}")
+    return CaptionTrainConfig(
+        dataset=args.dataset, image_size=args.image_size, max_length=args.max_length,
+        min_count=args.min_count, encoder_filters=tuple(args.encoder_filters),
+        convs_per_block=args.convs_per_block, embed_dim=args.embed_dim, units=args.units,
+        decoder_layers=args.layers, inject=args.inject, attention=args.attention,
+        scene_loss=args.scene_loss, batch_size=args.batch_size, epochs=args.epochs,
+        learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
+        patience=args.patience, augment=not args.no_augment, val_images=args.val_images,
+        log_gradients=args.log_gradients, seed=args.seed)
+
+
+def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """Run ``train_caption``: make the run folder, train; return (report, run folder)."""
+    config = config_from_args(args)
+    name = args.name or f"{Path(config.dataset).stem}-captioner-seed{config.seed}"
+    run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+    report = train_captioner(config, run_dir, data_dir=args.data_dir, image_dir=args.image_dir,
+                             resume=args.resume, quiet=args.quiet,
+                             report=lambda line: say(args, line))
+    return report, run_dir
+
+
+def format_training(report: dict[str, Any]) -> str:
+    """One paragraph on a training run, for the terminal."""
+    val = report["val"]
+    return (f"best epoch {report['best_epoch']} of {report['epochs_run']}: val CIDEr (greedy, "
+            f"ecgcap tokens) {val['cider_greedy']:.3f}, {val['distinct_captions']} distinct "
+            f"captions on {report['images']['val']} val images; vocabulary "
+            f"{report['vocabulary_size']} words; trained {report['seconds']['train'] / 60:.1f} min")
+
+
+def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", *, beam: int = 3,
+                       data_dir: str | None = None, image_dir: str | None = None,
+                       limit: int | None = None, meteor: bool = True,
+                       report=None) -> dict[str, Any]:
+    """Greedy and beam captions of ``split`` scored beside the two baselines.
+
+    Returns ``{"scores": {row: {metric: value}}, "images": [...], "captions": {row: [...]},
+    "references": [...], "fixed_caption": str}``. Baselines need the dataset's train split
+    (and val, where the fixed caption is chosen); without them they are left out.
+    """
+    from ecgcap.captioning.datasets import CaptionSet, load_captions
+    from ecgcap.captioning.decoding import CaptionDecoder
+    from ecgcap.captioning.evaluation import fixed_caption, nearest_neighbour, score_captions
+    from ecgcap.captioning.images import load_images
+
+    data = load_captions(dataset, split, data_dir=data_dir, image_dir=image_dir, report=report)
+    if limit:
+        data = CaptionSet(data.name, data.image_dir, data.images[:limit], data.captions[:limit])
+    if len(data) == 0:
+        from ecgcap.runtime.errors import EcgcapError
+
+        raise EcgcapError(f"no usable {split} images", input=dataset)
+    decoder = CaptionDecoder(model)
+    images = load_images(data.paths(), decoder.image_size)
+    captions = {"greedy": decoder.caption(images, beam=1),
+                f"beam {beam}": decoder.caption(images, beam=beam)}
+    fixed = None
+    try:
+        train = load_captions(dataset, "train", data_dir=data_dir, image_dir=image_dir,
+                              report=report)
+        val = load_captions(dataset, "val", data_dir=data_dir, image_dir=image_dir,
+                            report=report)
+    except Exception as exc:  # noqa: BLE001 - a single caption file has no train/val
+        if report:
+            report(f"baselines left out: no train and val splits ({exc})")
+    else:
+        if len(train) and len(val):
+            fixed = fixed_caption(train.all_captions(), val.captions)
+            captions["fixed caption"] = [fixed] * len(data)
+            _, train_vectors = decoder.encode(load_images(train.paths(), decoder.image_size))
+            _, vectors = decoder.encode(images)
+            captions["nearest neighbour"] = nearest_neighbour(train_vectors, train.captions,
+                                                              vectors)
+    scores = {name: score_captions(data.captions, caps, meteor=meteor)
+              for name, caps in captions.items()}
+    return {"dataset": dataset, "split": split, "beam": beam, "scores": scores,
+            "fixed_caption": fixed, "images": data.images, "captions": captions,
+            "references": data.captions, "_pixels": images}
+
+
+def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """Run ``evaluate_caption``: score, then write scores, captions and the HTML sheet."""
+    from ecgcap.captioning.evaluation import caption_sheet
+    from ecgcap.captioning.inference import load_captioner
+    from ecgcap.runtime.files import atomic_write_json
+
+    out = Path(args.out or f"runs/eval-{Path(args.dataset).stem}-{args.split}")
+    model, info = load_captioner(args.model)
+    result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
+                                data_dir=args.data_dir, image_dir=args.image_dir,
+                                limit=args.limit, meteor=not args.no_meteor,
+                                report=lambda line: say(args, line))
+    out_dir = make_run_dir(out.name, out.parent, overwrite=args.overwrite)
+    pixels = result.pop("_pixels")
+    atomic_write_json(out_dir / "scores.json", {k: result[k] for k in (
+        "dataset", "split", "beam", "scores", "fixed_caption")} | {"model": str(
+            args.model or "shipped"), "images": len(result["images"])})
+    atomic_write_json(out_dir / "captions.json", [
+        {"image": name, **{k: v[i] for k, v in result["captions"].items()},
+         "references": result["references"][i]} for i, name in enumerate(result["images"])])
+    caption_sheet(out_dir / "sheet.html", result["images"], pixels, result["captions"],
+                  result["references"], title=f"{args.dataset} {args.split}")
+    return result, out_dir

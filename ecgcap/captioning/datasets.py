@@ -1,0 +1,264 @@
+"""Caption datasets: images and their reference captions, from the formats users have.
+
+One result type, :class:`CaptionSet`, from four formats:
+
+- Karpathy-style ``dataset_*.json``: ``{"images": [{"filename", "split", "sentences":
+  [{"raw", "tokens"}]}]}`` (RSICD, UCM, Sydney, Flickr8k/30k and COCO are shipped like this);
+- MS-COCO ``captions_*.json``: ``{"images": [{"id", "file_name"}], "annotations":
+  [{"image_id", "caption"}]}``;
+- Flickr8k's ``Flickr8k.token.txt`` (``IMAGE.jpg#N<TAB>caption``) with its split lists;
+- JSON lines, one ``{"filename": ..., "captions": [...]}`` a line.
+
+Images named by the captions but absent from the image folder, and unusable lines, are skipped
+and reported in one line each through ``report`` (default: :func:`warnings.warn`), never
+silently. Malformed files raise :class:`~ecgcap.runtime.errors.EcgcapError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.paths import find_dataset
+
+Report = Callable[[str], None]
+SPLITS = ("train", "val", "test")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+@dataclass
+class CaptionSet:
+    """Images (file names inside ``image_dir``) and their reference captions, in order."""
+
+    name: str
+    image_dir: Path
+    images: list[str]
+    captions: list[list[str]]
+    missing: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def paths(self) -> list[Path]:
+        """The image files, in order."""
+        return [self.image_dir / f for f in self.images]
+
+    def all_captions(self) -> list[str]:
+        """Every reference caption of every image, in order."""
+        return [c for caps in self.captions for c in caps]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise EcgcapError("no such caption file", input=str(path)) from None
+    except IsADirectoryError:
+        raise EcgcapError("is a folder, not a caption file", input=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise EcgcapError(f"not UTF-8 text (byte {exc.start})", input=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise EcgcapError(f"not valid JSON (line {exc.lineno}: {exc.msg})",
+                          input=str(path)) from None
+
+
+def _need(obj: Any, key: str, path: Path, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise EcgcapError(f"{where} has no {key!r} key", input=str(path))
+    return obj[key]
+
+
+def _finish(name: str, image_dir: Path, source: Path, pairs: dict[str, list[str]],
+            report: Report | None) -> CaptionSet:
+    """Drop images without captions or files, report what was dropped, keep the order."""
+    report = report or _warn
+    if not image_dir.is_dir():
+        raise EcgcapError("image folder not found", input=str(image_dir))
+    present = set(os.listdir(image_dir))
+    empty = [f for f, caps in pairs.items() if not caps]
+    missing = [f for f, caps in pairs.items() if caps and f not in present]
+    if empty:
+        report(f"{source}: {len(empty)} images have no usable caption; skipped "
+               f"(first: {empty[0]})")
+    if missing:
+        report(f"{source}: {len(missing)} of {len(pairs)} images are not in {image_dir}; "
+               f"skipped (first: {missing[0]})")
+    keep = [f for f, caps in pairs.items() if caps and f in present]
+    return CaptionSet(name, image_dir, keep, [pairs[f] for f in keep], missing)
+
+
+def _clean(captions: list[Any]) -> list[str]:
+    return [c.strip() for c in captions if isinstance(c, str) and c.strip()]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise EcgcapError(f"unknown split; choose one of {', '.join(SPLITS)}", input=split)
+
+
+def read_karpathy(path: str | os.PathLike, image_dir: str | os.PathLike, split: str = "train",
+                  *, report: Report | None = None) -> CaptionSet:
+    """Images of ``split`` in a Karpathy-style ``dataset_*.json`` (train includes restval)."""
+    path, image_dir = Path(path), Path(image_dir)
+    _check_split(split)
+    wanted = {"train": {"train", "restval"}, "val": {"val"}, "test": {"test"}}[split]
+    pairs: dict[str, list[str]] = {}
+    for i, entry in enumerate(_need(_read_json(path), "images", path, "the file")):
+        where = f"images[{i}]"
+        if _need(entry, "split", path, where) not in wanted:
+            continue
+        name = _need(entry, "filename", path, where)
+        sentences = _need(entry, "sentences", path, where)
+        caps = []
+        for s in sentences:
+            if isinstance(s, dict) and isinstance(s.get("raw"), str):
+                caps.append(s["raw"])
+            elif isinstance(s, dict) and isinstance(s.get("tokens"), list):
+                caps.append(" ".join(map(str, s["tokens"])))
+        pairs.setdefault(name, []).extend(_clean(caps))
+    return _finish(path.stem, image_dir, path, pairs, report)
+
+
+def read_coco(path: str | os.PathLike, image_dir: str | os.PathLike, *,
+              report: Report | None = None) -> CaptionSet:
+    """All images of an MS-COCO ``captions_*.json``, in the file's image order."""
+    path, image_dir = Path(path), Path(image_dir)
+    data = _read_json(path)
+    names, pairs = {}, {}
+    for i, img in enumerate(_need(data, "images", path, "the file")):
+        names[_need(img, "id", path, f"images[{i}]")] = _need(img, "file_name", path,
+                                                               f"images[{i}]")
+        pairs[img["file_name"]] = []
+    unknown = 0
+    for i, ann in enumerate(_need(data, "annotations", path, "the file")):
+        image_id = _need(ann, "image_id", path, f"annotations[{i}]")
+        caption = _need(ann, "caption", path, f"annotations[{i}]")
+        if image_id not in names:
+            unknown += 1
+            continue
+        pairs[names[image_id]].extend(_clean([caption]))
+    if unknown:
+        (report or _warn)(f"{path}: {unknown} annotations name an image id not in 'images'; "
+                          "skipped")
+    return _finish(path.stem, image_dir, path, pairs, report)
+
+
+def read_jsonl(path: str | os.PathLike, image_dir: str | os.PathLike, *,
+               report: Report | None = None) -> CaptionSet:
+    """JSON lines of ``{"filename": ..., "captions": [...]}``."""
+    path, image_dir = Path(path), Path(image_dir)
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        raise EcgcapError("no such caption file", input=str(path)) from None
+    pairs: dict[str, list[str]] = {}
+    bad: list[int] = []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            name, caps = obj["filename"], obj["captions"]
+            if not isinstance(name, str) or not isinstance(caps, list):
+                raise TypeError
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            bad.append(n)
+            continue
+        pairs.setdefault(name, []).extend(_clean(caps))
+    if bad:
+        (report or _warn)(f"{path}: {len(bad)} lines are not {{\"filename\", \"captions\"}} "
+                          f"JSON objects; skipped (first: line {bad[0]})")
+    return _finish(path.stem, image_dir, path, pairs, report)
+
+
+FLICKR8K_SPLITS = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
+                   "test": "Flickr_8k.testImages.txt"}
+_FLICKR_ID = re.compile(r"^([^#\s]+\.jpg)#\d+$")
+
+
+def read_flickr8k(folder: str | os.PathLike, split: str = "train", *,
+                  image_dir: str | os.PathLike | None = None,
+                  report: Report | None = None) -> CaptionSet:
+    """Flickr8k: ``Flickr8k.token.txt`` and the split list of ``split`` (val = dev)."""
+    folder = Path(folder)
+    _check_split(split)
+    report = report or _warn
+    token_file, split_file = folder / "Flickr8k.token.txt", folder / FLICKR8K_SPLITS[split]
+    for f in (token_file, split_file):
+        if not f.is_file():
+            raise EcgcapError("Flickr8k file not found", input=str(f))
+    captions: dict[str, list[str]] = {}
+    bad: list[str] = []
+    for n, raw in enumerate(token_file.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(f"line {n} (not UTF-8)")
+            continue
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        match = _FLICKR_ID.match(key.strip())
+        if not tab or not match:
+            bad.append(f"line {n} ({'no tab' if not tab else 'bad id ' + repr(key)})")
+            continue
+        captions.setdefault(match.group(1), []).extend(_clean([caption]))
+    if bad:
+        report(f"{token_file}: {len(bad)} lines skipped (first: {bad[0]})")
+    names = [s.strip() for s in split_file.read_text(encoding="utf-8").splitlines() if s.strip()]
+    pairs = {name: captions.get(name, []) for name in names}
+    return _finish(f"flickr8k-{split}", Path(image_dir or folder / "images"), split_file, pairs,
+                   report)
+
+
+def read_rsicd(folder: str | os.PathLike, split: str = "train", *,
+               report: Report | None = None) -> CaptionSet:
+    """RSICD as shipped in ``shared/data/rsicd``: train in JSON lines, val and test in COCO."""
+    folder = Path(folder)
+    _check_split(split)
+    if split == "train":
+        out = read_jsonl(folder / "captions_train.jsonl", folder / "images", report=report)
+    else:
+        out = read_coco(folder / f"captions_{split}.json", folder / "images", report=report)
+    out.name = f"rsicd-{split}"
+    return out
+
+
+DATASETS = {"rsicd": ("captions_test.json", read_rsicd),
+            "flickr8k": ("Flickr8k.token.txt", read_flickr8k)}
+
+
+def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
+                  image_dir: str | os.PathLike | None = None,
+                  report: Report | None = None) -> CaptionSet:
+    """One interface to every format.
+
+    ``dataset`` is a known name (``rsicd``, ``flickr8k``; found under ``data_dir`` as the commands
+    find data) or a caption file: a Karpathy ``.json``, a COCO ``.json`` or a ``.jsonl`` (images
+    in ``image_dir``, default the file's folder's ``images/``).
+    """
+    _check_split(split)
+    if dataset in DATASETS:
+        marker, reader = DATASETS[dataset]
+        return reader(find_dataset(dataset, marker, data_dir), split, report=report)
+    path = Path(dataset)
+    if path.suffix not in (".json", ".jsonl") or not path.exists():
+        raise EcgcapError(f"unknown dataset; give one of {', '.join(DATASETS)} or a caption "
+                          "file (.json Karpathy or COCO, .jsonl)", input=dataset)
+    images = Path(image_dir) if image_dir else path.parent / "images"
+    if path.suffix == ".jsonl":
+        return read_jsonl(path, images, report=report)
+    data = _read_json(path)
+    if isinstance(data, dict) and "annotations" in data:
+        return read_coco(path, images, report=report)
+    return read_karpathy(path, images, split, report=report)

@@ -1,0 +1,69 @@
+"""Captioning image files with a trained captioner (the shipped one by default)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgcap.captioning import layers as _layers  # noqa: F401 - registers the custom layers
+from ecgcap.captioning.decoding import CaptionDecoder
+from ecgcap.captioning.images import find_images, load_image
+from ecgcap.captioning.training import CAPTION_MODEL
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.modelfile import load_model
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = MODELS_DIR / "rsicd_captioner.keras"
+
+
+def load_captioner(path: str | os.PathLike | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(model, info)`` of a captioner file (default: the shipped one), loaded in safe mode.
+
+    A file of another kind (an ECG model), a corrupt file, or a model without its vocabulary
+    raises :class:`EcgcapError` naming the file.
+    """
+    path = Path(path) if path is not None else SHIPPED
+    model, info = load_model(path, (CAPTION_MODEL,))
+    try:
+        vocabulary = model.get_layer("word_embedding").vocabulary
+    except (ValueError, AttributeError):
+        raise EcgcapError("captioner has no vocabulary (no word_embedding layer with one)",
+                          input=str(path)) from None
+    if not vocabulary or len(vocabulary) < 5:
+        raise EcgcapError("captioner's vocabulary is empty", input=str(path))
+    return model, info
+
+
+def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int = 3,
+                  batch_size: int = 64, length_penalty: float = 1.0,
+                  on_error: Callable[[EcgcapError], None] | None = None
+                  ) -> list[tuple[Path, str]]:
+    """Caption image files and folders of images, ``batch_size`` images at a time.
+
+    Unreadable images are passed to ``on_error`` (default: raise) and skipped, so the good
+    images of the same call still get their captions.
+    """
+    if beam < 1:
+        raise EcgcapError("must be 1 or more", input=f"--beam {beam}")
+    decoder = CaptionDecoder(model, batch_size=max(batch_size * beam, 1))
+    size = decoder.image_size
+    files = find_images(paths)
+    out: list[tuple[Path, str]] = []
+    for start in range(0, len(files), batch_size):
+        good, arrays = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                arrays.append(load_image(f, size))
+                good.append(f)
+            except EcgcapError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+        if good:
+            captions = decoder.caption(np.stack(arrays), beam=beam, length_penalty=length_penalty)
+            out.extend(zip(good, captions, strict=True))
+    return out

@@ -1,0 +1,275 @@
+"""Training the captioner: batches, CIDEr on val in the loop, checkpoints, resume, report.
+
+``train_captioner`` is the whole job of ``python -m ecgcap.train_caption``. Each epoch sees
+every training image once, with all its captions (the encoder runs once per image), flipped
+and rotated at random. After each epoch the val images are captioned greedily and scored with
+CIDEr; the best epoch by val CIDEr is kept (``best.keras``), training stops after ``patience``
+epochs without a gain, and ``checkpoint.keras`` + ``state.json`` let ``--resume`` continue.
+The test split is never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ecgcap.captioning.datasets import CaptionSet, load_captions
+from ecgcap.captioning.decoding import CaptionDecoder
+from ecgcap.captioning.images import augment, load_images
+from ecgcap.captioning.models import build_captioner
+from ecgcap.captioning.text import Vocabulary, tokenize
+from ecgcap.runtime.checkpoint import Checkpoint, gradient_log
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.modelfile import load_model, save_model
+
+CAPTION_MODEL = "caption"
+_SCENE = re.compile(r"^([A-Za-z]+)_\d+\.\w+$")
+
+
+@dataclass
+class CaptionTrainConfig:
+    """Everything that defines a captioner training run (saved in ``report.json``)."""
+
+    dataset: str = "rsicd"
+    image_size: int = 128
+    max_length: int = 24
+    min_count: int = 5
+    encoder_filters: tuple[int, ...] = (16, 32, 64, 128, 256)
+    convs_per_block: int = 1
+    code_dim: int = 256
+    embed_dim: int = 128
+    units: int = 256
+    decoder_layers: int = 1
+    inject: str = "both"
+    attention: bool = True
+    dropout: float = 0.3
+    scene_loss: float = 0.3
+    captions_per_image: int = 5
+    batch_size: int = 32
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    clipnorm: float | None = 1.0
+    patience: int = 5
+    augment: bool = True
+    val_images: int | None = None
+    log_gradients: bool = False
+    seed: int = 0
+
+
+def scene_of(filename: str) -> str | None:
+    """The scene a file name states (RSICD: ``airport_12.jpg`` -> ``airport``), else None."""
+    match = _SCENE.match(filename)
+    return match.group(1).lower() if match else None
+
+
+def scene_classes(images: list[str]) -> list[str]:
+    """Sorted scene names of ``images`` when every name states one and there are two or more."""
+    scenes = [scene_of(f) for f in images]
+    if any(s is None for s in scenes) or len(set(scenes)) < 2:
+        return []
+    return sorted(set(scenes))  # type: ignore[arg-type]
+
+
+def encode_captions(data: CaptionSet, vocab: Vocabulary, per_image: int, max_length: int,
+                    seed: int = 0) -> np.ndarray:
+    """``(images, per_image, max_length)`` token ids; images with fewer captions repeat some
+    (chosen with ``seed``), images with more keep the first ``per_image``."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(data), per_image, max_length), dtype=np.int32)
+    for i, caps in enumerate(data.captions):
+        chosen = caps[:per_image] if len(caps) >= per_image else \
+            [*caps, *rng.choice(caps, per_image - len(caps)).tolist()]
+        for k, c in enumerate(chosen):
+            out[i, k] = vocab.encode(c, max_length)
+    return out
+
+
+class CaptionBatches(keras.utils.PyDataset):
+    """Each epoch: every image once, in an order drawn from ``(seed, epoch)``, with all its
+    captions; images flipped / rotated at random. Inputs are the captions without their last
+    token, targets the captions without ``<start>`` (teacher forcing)."""
+
+    def __init__(self, images: np.ndarray, captions: np.ndarray, scenes: np.ndarray | None,
+                 batch_size: int, *, augment: bool = True, seed: int = 0):
+        super().__init__()
+        self.images, self.captions, self.scenes = images, captions, scenes
+        self.batch_size, self.augment, self.seed = batch_size, augment, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, i: int):
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
+        idx = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
+        images = self.images[idx]
+        if self.augment:
+            images = augment(images, np.random.default_rng((self.seed, self.epoch, i)))
+        caps = self.captions[idx]
+        x = {"image": images.astype(np.float32), "caption": caps[:, :, :-1]}
+        y = {"words": caps[:, :, 1:]}
+        if self.scenes is not None:
+            y["scene"] = self.scenes[idx]
+        return x, y
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Tells the batches which epoch it is (so that a resumed run draws the same batches)."""
+
+    def __init__(self, batches: CaptionBatches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.epoch = epoch
+
+
+def cider(references: list[list[str]], candidates: list[str]) -> float:
+    """Corpus CIDEr-D (pycocoevalcap) of ``candidates`` against ``references``, on ecgcap's
+    tokens (lowercase words). The in-loop score; ``evaluate_caption`` uses the PTB tokenizer."""
+    from pycocoevalcap.cider.cider import Cider
+
+    gts = {i: [" ".join(tokenize(r)) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(tokenize(c))] for i, c in enumerate(candidates)}
+    score, _ = Cider().compute_score(gts, res)
+    return float(score)
+
+
+class ValidationCider(keras.callbacks.Callback):
+    """Adds ``val_cider`` (greedy captions of the val images) and ``val_distinct`` to the logs."""
+
+    def __init__(self, images: np.ndarray, references: list[list[str]]):
+        super().__init__()
+        self.images, self.references = images, references
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        captions = CaptionDecoder(self.model).caption(self.images)
+        if logs is not None:
+            logs["val_cider"] = cider(self.references, captions)
+            logs["val_distinct"] = float(len(set(captions)))
+
+
+def words_loss() -> keras.losses.Loss:
+    """Cross-entropy of the next word, summed over the steps of a caption and averaged, with
+    padding masked out (``ignore_class=0``)."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+
+
+def build_model(config: CaptionTrainConfig, vocab: Vocabulary, scenes: list[str]) -> keras.Model:
+    """The configured captioner, compiled with its losses."""
+    model = build_captioner(
+        vocab.tokens, image_size=config.image_size, max_length=config.max_length,
+        encoder_filters=config.encoder_filters, convs_per_block=config.convs_per_block,
+        code_dim=config.code_dim, embed_dim=config.embed_dim, units=config.units,
+        decoder_layers=config.decoder_layers, inject=config.inject,
+        attention=config.attention, dropout=config.dropout,
+        scene_classes=len(scenes) if config.scene_loss > 0 else 0,
+        name=f"{config.dataset}_captioner".replace("-", "_"))
+    losses: dict[str, Any] = {"words": words_loss()}
+    weights = {"words": 1.0}
+    if config.scene_loss > 0 and scenes:
+        losses["scene"] = "sparse_categorical_crossentropy"
+        weights["scene"] = config.scene_loss
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate,
+                                                  clipnorm=config.clipnorm),
+                  loss=losses, loss_weights=weights)
+    return model
+
+
+def _config_json(config: CaptionTrainConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out["encoder_filters"] = list(config.encoder_filters)
+    return out
+
+
+def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str | None = None,
+                    image_dir: str | None = None, resume: bool = False, quiet: bool = False,
+                    report=None) -> dict[str, Any]:
+    """Train on the train split, select on val; write ``model.keras`` and ``report.json``."""
+    t0 = time.perf_counter()
+    train = load_captions(config.dataset, "train", data_dir=data_dir, image_dir=image_dir,
+                          report=report)
+    val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
+                        report=report)
+    if len(train) == 0 or len(val) == 0:
+        raise EcgcapError("no usable training or val images", input=config.dataset)
+    if config.val_images:
+        val = CaptionSet(val.name, val.image_dir, val.images[:config.val_images],
+                         val.captions[:config.val_images])
+    scenes = scene_classes(train.images) if config.scene_loss > 0 else []
+    train_images = load_images(train.paths(), config.image_size, quiet=quiet)
+    val_images = load_images(val.paths(), config.image_size, quiet=True)
+    prep_seconds = time.perf_counter() - t0
+
+    state = None
+    if resume:
+        ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
+        if not (ckpt.is_file() and state_file.is_file()):
+            raise EcgcapError("--resume given but the run folder has no checkpoint",
+                              input=str(run_dir))
+        model, saved = load_model(ckpt, (CAPTION_MODEL,))
+        vocab = Vocabulary(model.get_layer("word_embedding").vocabulary)
+        scenes = list(saved.get("scenes") or [])
+        state = json.loads(state_file.read_text())
+    else:
+        vocab = Vocabulary.build(train.all_captions(), config.min_count)
+        model = build_model(config, vocab, scenes)
+    info = {"kind": CAPTION_MODEL, "dataset": config.dataset, "image_size": config.image_size,
+            "max_length": config.max_length, "vocabulary_size": len(vocab), "scenes": scenes,
+            "describes": "aerial and satellite images" if config.dataset == "rsicd" else None}
+    captions = encode_captions(train, vocab, config.captions_per_image, config.max_length,
+                               config.seed)
+    scene_index = {s: i for i, s in enumerate(scenes)}
+    scene_y = np.array([scene_index[scene_of(f)] for f in train.images], dtype=np.int32) \
+        if scenes else None
+    batches = CaptionBatches(train_images, captions, scene_y, config.batch_size,
+                             augment=config.augment, seed=config.seed)
+    checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
+                            state=state)
+    probe_x, probe_y = batches[0]
+    initial_epoch = checkpoint.state["epoch"]
+    t1 = time.perf_counter()
+    if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
+        model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                  callbacks=[EpochCounter(batches),
+                             ValidationCider(val_images, val.captions),
+                             keras.callbacks.ReduceLROnPlateau("val_cider", factor=0.5,
+                                                               patience=2, mode="max",
+                                                               verbose=0 if quiet else 1),
+                             *gradient_log(config.log_gradients, probe_x, probe_y["words"],
+                                           _WordsOnly()),
+                             checkpoint],
+                  verbose=0 if quiet else 2)
+    train_seconds = time.perf_counter() - t1
+    best, _ = load_model(run_dir / "best.keras", (CAPTION_MODEL,))
+    captions_val = CaptionDecoder(best).caption(val_images)
+    result: dict[str, Any] = {
+        "config": _config_json(config),
+        "images": {"train": len(train), "val": len(val)},
+        "vocabulary_size": len(vocab),
+        "scenes": scenes,
+        "best_epoch": checkpoint.state["best_epoch"],
+        "epochs_run": checkpoint.state["epoch"],
+        "history": checkpoint.state["history"],
+        "val": {"cider_greedy": cider(val.captions, captions_val),
+                "distinct_captions": len(set(captions_val))},
+        "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
+    }
+    save_model(best, run_dir / "model.keras", info)
+    atomic_write_json(run_dir / "report.json", result)
+    return result
+
+
+class _WordsOnly:
+    """The words loss applied to a captioner's output dict (for ``--log-gradients``)."""
+
+    def __call__(self, y_true, y_pred):
+        return words_loss()(y_true, y_pred["words"])

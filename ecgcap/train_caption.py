@@ -1,0 +1,89 @@
+"""``python -m ecgcap.train_caption``: train the CNN-encoder / LSTM-decoder captioner.
+
+Trains on the train split, selects the epoch by CIDEr on val (never test), checkpoints every
+epoch (``--resume`` continues), and writes ``model.keras`` and ``report.json`` to the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ecgcap.runtime.cli import make_parser, positive_float, positive_int, run, say, setup_runtime
+
+
+def _filters(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         "integers") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: filter counts must be 1 or more")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ecgcap.captioning.training import CaptionTrainConfig as C
+
+    parser = make_parser("train_caption", "Train an image captioner (CNN encoder, LSTM decoder).",
+                         run_folder=True)
+    parser.add_argument("--dataset", default="rsicd",
+                        help="rsicd, flickr8k, or a caption file (.json Karpathy or COCO, .jsonl)")
+    parser.add_argument("--image-dir", metavar="DIR", default=None,
+                        help="images of a caption file (default: images/ beside it)")
+    parser.add_argument("--epochs", type=positive_int, default=C.epochs, help="maximum epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=C.batch_size,
+                        help="images per batch (each with all its captions)")
+    parser.add_argument("--learning-rate", type=positive_float, default=C.learning_rate)
+    parser.add_argument("--clipnorm", type=positive_float, default=C.clipnorm,
+                        help="gradient clipping by norm")
+    parser.add_argument("--no-clip", action="store_true", help="turn gradient clipping off")
+    parser.add_argument("--patience", type=positive_int, default=C.patience,
+                        help="early stopping: epochs without a better val CIDEr")
+    parser.add_argument("--image-size", type=positive_int, default=C.image_size)
+    parser.add_argument("--encoder-filters", type=_filters, default=C.encoder_filters,
+                        metavar="F,F,...", help="filters of each conv block (one 2x2 pool each)")
+    parser.add_argument("--convs-per-block", type=positive_int, default=C.convs_per_block)
+    parser.add_argument("--units", type=positive_int, default=C.units, help="LSTM units")
+    parser.add_argument("--layers", type=positive_int, default=C.decoder_layers,
+                        help="LSTM layers")
+    parser.add_argument("--embed-dim", type=positive_int, default=C.embed_dim)
+    parser.add_argument("--inject", choices=("init", "every", "both"), default=C.inject,
+                        help="image vector as the LSTM's initial state, beside every word, or both")
+    parser.add_argument("--attention", action=argparse.BooleanOptionalAction, default=C.attention,
+                        help="soft attention over the encoder's feature map")
+    parser.add_argument("--scene-loss", type=float, default=C.scene_loss,
+                        help="weight of the auxiliary scene-class loss (scenes from file names "
+                             "like airport_12.jpg); 0 = off")
+    parser.add_argument("--min-count", type=positive_int, default=C.min_count,
+                        help="words seen fewer times in training captions become <unk>")
+    parser.add_argument("--max-length", type=positive_int, default=C.max_length,
+                        help="tokens per caption with <start> and <end>")
+    parser.add_argument("--no-augment", action="store_true", help="no flips or rotations")
+    parser.add_argument("--val-images", type=positive_int, default=None,
+                        help="score only the first N val images each epoch (faster)")
+    parser.add_argument("--log-gradients", action="store_true",
+                        help="log each layer's gradient norm (before clipping) every epoch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder's last checkpoint")
+    return parser
+
+
+def _work(args: argparse.Namespace) -> int:
+    setup_runtime(args)
+    from ecgcap.captioning import api
+
+    report, run_dir = api.train_from_args(args)
+    print(api.format_training(report))
+    say(args, f"model.keras and report.json written to {run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), _work, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

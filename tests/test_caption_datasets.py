@@ -1,0 +1,142 @@
+"""Caption loaders: every format on real files where they exist, and the bad cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ecgcap.captioning.datasets import (
+    load_captions,
+    read_coco,
+    read_flickr8k,
+    read_jsonl,
+    read_karpathy,
+    read_rsicd,
+)
+from ecgcap.runtime.errors import EcgcapError
+
+
+@pytest.fixture
+def lines():
+    got: list[str] = []
+    return got
+
+
+def test_rsicd_splits_as_shipped(rsicd_dir, lines):
+    train = read_rsicd(rsicd_dir, "train", report=lines.append)
+    val = read_rsicd(rsicd_dir, "val", report=lines.append)
+    test = read_rsicd(rsicd_dir, "test", report=lines.append)
+    assert (len(train), len(val), len(test)) == (8736, 1092, 593)
+    assert lines == []  # every named image is present
+    assert all(len(c) == 5 for c in train.captions + val.captions + test.captions)
+    assert train.images[0] == "airport_1.jpg"
+    assert train.captions[0][0].startswith("Many aircraft are parked")
+    assert test.images[0] == "viaduct_322.jpg" and "viaduct" in test.captions[0][0]
+    assert not set(train.images) & set(test.images) and not set(val.images) & set(test.images)
+    assert all(p.is_file() for p in test.paths()[:20])
+
+
+def test_flickr8k_reports_missing_images_and_the_bad_id(flickr8k_dir, lines):
+    train = read_flickr8k(flickr8k_dir, "train", report=lines.append)
+    assert len(train) == 233 and all(len(c) == 5 for c in train.captions)
+    assert len(lines) == 2
+    assert "5 lines skipped" in lines[0] and "2258277193_586949ec62.jpg.1" in lines[0]
+    assert "5767 of 6000 images are not in" in lines[1]
+    assert len(read_flickr8k(flickr8k_dir, "val", report=lines.append)) == 21
+    assert len(read_flickr8k(flickr8k_dir, "test", report=lines.append)) == 13
+
+
+def test_missing_images_warn_by_default(flickr8k_dir):
+    with pytest.warns(UserWarning, match="images are not in"):
+        read_flickr8k(flickr8k_dir, "test")
+
+
+def _image_dir(rsicd_dir: Path, tmp_path: Path, names: list[str]) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for n in names:
+        shutil.copy(rsicd_dir / "images" / n, folder / n)
+    return folder
+
+
+def test_karpathy_json(rsicd_dir, tmp_path, lines):
+    images = _image_dir(rsicd_dir, tmp_path, ["airport_1.jpg", "beach_1.jpg", "port_1.jpg"])
+    data = {"images": [
+        {"filename": "airport_1.jpg", "split": "train",
+         "sentences": [{"raw": "Planes at an airport .", "tokens": ["planes"]}]},
+        {"filename": "beach_1.jpg", "split": "restval",
+         "sentences": [{"tokens": ["a", "beach"]}, {"raw": "   "}]},
+        {"filename": "port_1.jpg", "split": "test", "sentences": [{"raw": "boats in a port"}]},
+        {"filename": "gone.jpg", "split": "train", "sentences": [{"raw": "x"}]},
+    ]}
+    path = tmp_path / "dataset_rsicd.json"
+    path.write_text(json.dumps(data))
+    train = read_karpathy(path, images, "train", report=lines.append)
+    assert train.images == ["airport_1.jpg", "beach_1.jpg"]
+    assert train.captions == [["Planes at an airport ."], ["a beach"]]
+    assert lines == [f"{path}: 1 of 3 images are not in {images}; skipped (first: gone.jpg)"]
+    test = load_captions(str(path), "test", report=lines.append)  # dispatch by content
+    assert test.captions == [["boats in a port"]]
+
+
+def test_coco_json_real_and_missing_keys(rsicd_dir, tmp_path):
+    val = read_coco(rsicd_dir / "captions_val.json", rsicd_dir / "images")
+    assert len(val) == 1092 and val.images[0] == "square_221.jpg"
+    bad = tmp_path / "captions_bad.json"
+    bad.write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
+    with pytest.raises(EcgcapError, match=r"images\[0\] has no 'file_name' key"):
+        read_coco(bad, rsicd_dir / "images")
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(EcgcapError, match="has no 'annotations' key"):
+        read_coco(bad, rsicd_dir / "images")
+
+
+def test_jsonl_bad_lines_and_non_utf8(rsicd_dir, tmp_path, lines):
+    images = _image_dir(rsicd_dir, tmp_path, ["airport_1.jpg", "beach_1.jpg"])
+    path = tmp_path / "captions.jsonl"
+    path.write_bytes(b'{"filename": "airport_1.jpg", "captions": ["planes", ""]}\n'
+                     b'not json\n'
+                     b'{"filename": "beach_1.jpg", "captions": ["a caf\xe9"]}\n'
+                     b'{"filename": "beach_1.jpg"}\n\n')
+    data = read_jsonl(path, images, report=lines.append)
+    assert data.images == ["airport_1.jpg"] and data.captions == [["planes"]]
+    assert lines == [f'{path}: 3 lines are not {{"filename", "captions"}} JSON objects; '
+                     "skipped (first: line 2)"]
+
+
+def test_flickr_token_file_lines_without_tab_bad_ids_and_empty_captions(flickr8k_dir, tmp_path,
+                                                                        lines):
+    folder = tmp_path / "flickr"
+    shutil.copytree(flickr8k_dir / "images", folder / "images")
+    names = sorted(p.name for p in (folder / "images").iterdir())[:3]
+    (folder / "Flickr8k.token.txt").write_bytes(
+        f"{names[0]}#0\tA dog runs .\n{names[0]}#1 no tab here\n"
+        f"{names[1]}.1#0\tbad id\n{names[1]}#0\t   \n{names[2]}#0\tcaf\xe9 ok\n".encode()
+        + f"{names[2]}#1\t".encode() + b"\xff\xfe bad bytes\n")
+    (folder / "Flickr_8k.trainImages.txt").write_text("\n".join([*names, "missing.jpg"]))
+    data = read_flickr8k(folder, "train", report=lines.append)
+    assert data.images == [names[0], names[2]]
+    assert data.captions == [["A dog runs ."], ["caf\u00e9 ok"]]
+    assert lines[0].endswith("3 lines skipped (first: line 2 (no tab))")
+    assert "2 images have no usable caption" in lines[1]  # names[1] and missing.jpg
+    assert len(lines) == 2
+
+
+def test_bad_inputs_are_one_clear_error(tmp_path, rsicd_dir):
+    with pytest.raises(EcgcapError, match="unknown dataset"):
+        load_captions("coco2014")
+    with pytest.raises(EcgcapError, match="unknown split"):
+        load_captions("rsicd", "dev")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(EcgcapError, match="not valid JSON"):
+        load_captions(str(tmp_path / "x.json"))
+    (tmp_path / "y.json").write_bytes(b'{"images": "\xff"}')
+    with pytest.raises(EcgcapError, match="not UTF-8"):
+        load_captions(str(tmp_path / "y.json"))
+    with pytest.raises(EcgcapError, match="Flickr8k file not found"):
+        read_flickr8k(tmp_path)
+    with pytest.raises(EcgcapError, match="image folder not found"):
+        read_coco(rsicd_dir / "captions_test.json", tmp_path / "nowhere")
