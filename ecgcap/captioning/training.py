@@ -172,7 +172,7 @@ def build_model(config: CaptionTrainConfig, vocab: Vocabulary, scenes: list[str]
         decoder_layers=config.decoder_layers, inject=config.inject,
         attention=config.attention, dropout=config.dropout,
         scene_classes=len(scenes) if config.scene_loss > 0 else 0,
-        name=f"{config.dataset}_captioner".replace("-", "_"))
+        name=re.sub(r"\W", "_", Path(config.dataset).stem) + "_captioner")
     losses: dict[str, Any] = {"words": words_loss()}
     weights = {"words": 1.0}
     if config.scene_loss > 0 and scenes:

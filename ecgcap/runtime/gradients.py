@@ -163,7 +163,8 @@ def layer_gradient_norms(model: keras.Model, inputs: Any, targets: np.ndarray,
 
         with tf.GradientTape() as tape:
             value = keras.ops.mean(loss(y, model(inputs, training=False)))
-        grads = [np.asarray(g) if g is not None else np.zeros(w.shape)
+        # convert_to_tensor: an embedding's gradient comes as IndexedSlices
+        grads = [np.asarray(tf.convert_to_tensor(g)) if g is not None else np.zeros(w.shape)
                  for g, w in zip(tape.gradient(value, weights), weights, strict=True)]
     elif backend == "jax":
         import jax
