@@ -25,7 +25,7 @@ def _filters(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ecgcap.captioning.training import CaptionTrainConfig as C
+    from ecgcap.captioning.config import CaptionTrainConfig as C
 
     parser = make_parser("train_caption", "Train an image captioner (CNN encoder, LSTM decoder).",
                          run_folder=True)

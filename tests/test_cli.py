@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_module
 
-COMMANDS = ["ecgcap.train_ecg", "ecgcap.caption"]
+COMMANDS = ["ecgcap.train_ecg", "ecgcap.caption", "ecgcap.train_caption",
+            "ecgcap.evaluate_caption"]
 
 
 def _our_lines(stderr: str) -> list[str]:
@@ -27,8 +28,8 @@ def test_help_prints_usage(module):
 
 @pytest.mark.parametrize("module", COMMANDS)
 def test_unknown_option_is_one_line_exit_2(module):
-    result = run_module(module, "x.jpg", "--no-such-option") if "caption" in module else \
-        run_module(module, "--no-such-option")
+    result = run_module(module, "x.jpg", "--no-such-option") if module == "ecgcap.caption" \
+        else run_module(module, "--no-such-option")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"python -m {module}: error: unrecognized arguments: --no-such-option (see --help)"]

@@ -31,7 +31,9 @@ def test_wings_do_not_import_each_other():
 
 
 def test_importing_ecgcap_and_parsing_options_do_not_import_keras():
-    code = ("import sys, ecgcap, ecgcap.train_ecg, ecgcap.caption, ecgcap.classify_ecg; "
-            "ecgcap.train_ecg.build_parser(); print('keras' in sys.modules)")
+    code = ("import sys, ecgcap, ecgcap.train_ecg, ecgcap.caption, ecgcap.classify_ecg, "
+            "ecgcap.train_caption, ecgcap.evaluate_caption; ecgcap.train_ecg.build_parser(); "
+            "ecgcap.train_caption.build_parser(); ecgcap.caption.build_parser(); "
+            "print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecgcap.captioning.training import CaptionTrainConfig, train_captioner
+from ecgcap.captioning.config import CaptionTrainConfig
 from ecgcap.runtime.cli import say
 from ecgcap.runtime.paths import make_run_dir
 
@@ -31,14 +31,18 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
 
 
 def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
-    """Run ``train_caption``: make the run folder, train; return (report, run folder)."""
+    """Run ``train_caption``: read the captions, make the run folder, train; return (report,
+    run folder). Bad data is found before the run folder is made."""
+    from ecgcap.captioning.training import load_splits, train_captioner
+
     config = config_from_args(args)
+    report = (lambda line: say(args, line))  # noqa: E731
+    splits = load_splits(config, data_dir=args.data_dir, image_dir=args.image_dir, report=report)
     name = args.name or f"{Path(config.dataset).stem}-captioner-seed{config.seed}"
     run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
-    report = train_captioner(config, run_dir, data_dir=args.data_dir, image_dir=args.image_dir,
-                             resume=args.resume, quiet=args.quiet,
-                             report=lambda line: say(args, line))
-    return report, run_dir
+    result = train_captioner(config, run_dir, resume=args.resume, quiet=args.quiet,
+                             splits=splits, report=report)
+    return result, run_dir
 
 
 def format_training(report: dict[str, Any]) -> str:

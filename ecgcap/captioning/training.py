@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from ecgcap.captioning.config import CaptionTrainConfig
 from ecgcap.captioning.datasets import CaptionSet, load_captions
 from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import augment, load_images
@@ -32,36 +33,6 @@ from ecgcap.runtime.modelfile import load_model, save_model
 
 CAPTION_MODEL = "caption"
 _SCENE = re.compile(r"^([A-Za-z]+)_\d+\.\w+$")
-
-
-@dataclass
-class CaptionTrainConfig:
-    """Everything that defines a captioner training run (saved in ``report.json``)."""
-
-    dataset: str = "rsicd"
-    image_size: int = 128
-    max_length: int = 24
-    min_count: int = 5
-    encoder_filters: tuple[int, ...] = (16, 32, 64, 128, 256)
-    convs_per_block: int = 1
-    code_dim: int = 256
-    embed_dim: int = 128
-    units: int = 256
-    decoder_layers: int = 1
-    inject: str = "both"
-    attention: bool = True
-    dropout: float = 0.3
-    scene_loss: float = 0.3
-    captions_per_image: int = 5
-    batch_size: int = 32
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    clipnorm: float | None = 1.0
-    patience: int = 5
-    augment: bool = True
-    val_images: int | None = None
-    log_gradients: bool = False
-    seed: int = 0
 
 
 def scene_of(filename: str) -> str | None:
@@ -190,11 +161,9 @@ def _config_json(config: CaptionTrainConfig) -> dict[str, Any]:
     return out
 
 
-def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str | None = None,
-                    image_dir: str | None = None, resume: bool = False, quiet: bool = False,
-                    report=None) -> dict[str, Any]:
-    """Train on the train split, select on val; write ``model.keras`` and ``report.json``."""
-    t0 = time.perf_counter()
+def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
+                image_dir: str | None = None, report=None) -> tuple[CaptionSet, CaptionSet]:
+    """The train and val sets of ``config.dataset`` (val cut to ``config.val_images``)."""
     train = load_captions(config.dataset, "train", data_dir=data_dir, image_dir=image_dir,
                           report=report)
     val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
@@ -204,6 +173,20 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     if config.val_images:
         val = CaptionSet(val.name, val.image_dir, val.images[:config.val_images],
                          val.captions[:config.val_images])
+    return train, val
+
+
+def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str | None = None,
+                    image_dir: str | None = None, resume: bool = False, quiet: bool = False,
+                    splits: tuple[CaptionSet, CaptionSet] | None = None,
+                    report=None) -> dict[str, Any]:
+    """Train on the train split, select on val; write ``model.keras`` and ``report.json``.
+
+    ``splits`` are the ``(train, val)`` sets when already loaded (else :func:`load_splits`).
+    """
+    t0 = time.perf_counter()
+    train, val = splits or load_splits(config, data_dir=data_dir, image_dir=image_dir,
+                                       report=report)
     scenes = scene_classes(train.images) if config.scene_loss > 0 else []
     train_images = load_images(train.paths(), config.image_size, quiet=quiet)
     val_images = load_images(val.paths(), config.image_size, quiet=True)

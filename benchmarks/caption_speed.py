@@ -1,0 +1,89 @@
+"""Speed of the captioner on this machine: training, one-image latency, batched throughput,
+and the compiled decoder against a word-by-word ``model.predict`` loop.
+
+    ECGCAP_DATA=../shared/data python benchmarks/caption_speed.py [--model PATH]
+
+Uses the shipped captioner (or ``--model``) and real RSICD val images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def _timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--images", type=int, default=256, help="images for batched throughput")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from ecgcap.captioning.datasets import load_captions
+    from ecgcap.captioning.decoding import CaptionDecoder, greedy_with_predict
+    from ecgcap.captioning.images import load_images
+    from ecgcap.captioning.inference import load_captioner
+    from ecgcap.captioning.text import Vocabulary
+    from ecgcap.captioning.training import encode_captions
+    from ecgcap.runtime.device import configure_device
+
+    print(configure_device("cpu"))
+    model, info = load_captioner(args.model)
+    decoder = CaptionDecoder(model)
+    val = load_captions("rsicd", "val", data_dir=args.data_dir)
+    images = load_images(val.paths()[:args.images], decoder.image_size)
+
+    # training throughput: the shipped model's own train step on real images and captions
+    vocab = Vocabulary(decoder.parts.vocabulary)
+    batch = 32
+    caps = encode_captions(val, vocab, 5, info["max_length"])[:batch]
+    x = {"image": images[:batch].astype(np.float32), "caption": caps[:, :, :-1]}
+    y = {"words": caps[:, :, 1:]}
+    if "scene" in model.output:
+        y["scene"] = np.zeros(batch, dtype=np.int32)
+    trainer = keras.models.clone_model(model)
+    trainer.compile("adam", loss={k: ("sparse_categorical_crossentropy" if k == "scene" else
+                                      keras.losses.SparseCategoricalCrossentropy(
+                                          from_logits=True, ignore_class=0)) for k in y})
+    trainer.train_on_batch(x, y)
+    step = _timed(lambda: trainer.train_on_batch(x, y), 5)
+    print(f"\ntraining: {batch} images x 5 captions per step, {step:.2f} s/step, "
+          f"{batch * 5 / step:.0f} caption pairs/s, {batch / step:.0f} images/s")
+
+    print(f"\n{'decoding':28}{'1 image (ms)':>14}{f'{len(images)} images/s':>16}")
+    for beam in (1, 3):
+        decoder.caption(images[:1], beam=beam)
+        decoder.caption(images[:64], beam=beam)  # compile for both shapes
+        one = _timed(lambda b=beam: decoder.caption(images[:1], beam=b), 10)
+        many = _timed(lambda b=beam: decoder.caption(images, beam=b), 2)
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        print(f"{name + ' (compiled step)':28}{one * 1000:14.1f}{len(images) / many:16.1f}")
+
+    n = 32
+    subset = images[:n]
+    greedy_with_predict(model, subset[:2], vocab.tokens)  # warm up
+    slow = _timed(lambda: greedy_with_predict(model, subset, vocab.tokens), 1)
+    fast = _timed(lambda: decoder.caption(subset), 3)
+    same = greedy_with_predict(model, subset, vocab.tokens) == decoder.caption(subset)
+    print(f"\ngreedy on {n} images: word-by-word model.predict {slow:.2f} s, compiled step "
+          f"{fast:.2f} s: {slow / fast:.1f}x faster; same captions: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""``python -m ecgcap.caption`` and ``evaluate_caption``: bad models and options are one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_module
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "neon_yell_forest_road.jpg"
+ECG_MODEL = Path(__file__).resolve().parents[1] / "models" / "mitdb_lstm_beats.keras"
+
+
+def _one_line(result, expected_end: str) -> None:
+    lines = [x for x in result.stderr.splitlines() if x.startswith("python -m ecgcap.")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].endswith(expected_end), lines
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_models_are_refused(tmp_path):
+    _one_line(run_module("ecgcap.caption", str(EXAMPLE), "--model", str(tmp_path / "no.keras")),
+              f"{tmp_path / 'no.keras'}: no such model file")
+    _one_line(run_module("ecgcap.caption", str(EXAMPLE), "--model", str(ECG_MODEL)),
+              f"{ECG_MODEL}: this is a 'ecg-beats' model, not caption")
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    result = run_module("ecgcap.caption", str(EXAMPLE), "--model", str(junk))
+    assert result.returncode == 2 and "corrupt or truncated model file" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--beam", "0"], "argument --beam: '0' must be 1 or more (see --help)"),
+    (["--beam", "two"], "argument --beam: 'two' is not an integer (see --help)"),
+])
+def test_bad_options(args, message):
+    _one_line(run_module("ecgcap.caption", str(EXAMPLE), *args), message)
+
+
+def test_train_caption_option_errors(tmp_path):
+    _one_line(run_module("ecgcap.train_caption", "--encoder-filters", "8,x"),
+              "argument --encoder-filters: '8,x' is not a comma-separated list of integers "
+              "(see --help)")
+    _one_line(run_module("ecgcap.train_caption", "--dataset", "coco2014", "--runs-dir",
+                         str(tmp_path / "runs")),
+              "coco2014: unknown dataset; give one of rsicd, flickr8k or a caption file "
+              "(.json Karpathy or COCO, .jsonl)")
+    (tmp_path / "runs").write_text("a file")
+    _one_line(run_module("ecgcap.train_caption", "--runs-dir", str(tmp_path / "runs")),
+              f"--runs-dir {tmp_path / 'runs'}: is a file, not a folder")
