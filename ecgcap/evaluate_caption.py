@@ -3,7 +3,8 @@
 Greedy and beam captions side by side with two baselines on the same images (the best fixed
 training caption, chosen on val; nearest-neighbour retrieval under the model's image vector),
 BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap, PTB tokenizer) and distinct captions; writes
-``scores.json``, ``captions.json`` and ``sheet.html`` to ``--out``.
+``scores.json``, ``captions.json`` and ``sheet.html`` to ``--out``; with ``--teacher-forcing``
+also the teacher-forced / free-running gap (``teacher_forcing.json``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="score only the first N images")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (Java, slow)")
+    parser.add_argument("--teacher-forcing", action="store_true",
+                        help="also measure the gap between teacher-forced and free-running "
+                             "decoding (loss, next-word accuracy, BLEU-4): teacher_forcing.json")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="folder for scores.json, captions.json, sheet.html "
                              "(default: runs/eval-<dataset>-<split>)")
@@ -43,6 +47,11 @@ def _work(args: argparse.Namespace) -> int:
 
     scores, out_dir = evaluate_from_args(args)
     print(format_scores(scores["scores"]))
+    if "teacher_forcing" in scores:
+        from ecgcap.captioning.diagnostics import format_gap
+
+        print("\nteacher forcing vs free running, on the same images and references:")
+        print(format_gap(scores["teacher_forcing"]))
     say(args, f"scores.json, captions.json and sheet.html written to {out_dir}")
     return 0
 

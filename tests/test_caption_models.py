@@ -167,3 +167,38 @@ def test_beam_search_finds_likelier_captions_and_is_batch_independent():
     assert one_by_one == beam
     with pytest.raises(ValueError, match="beam"):
         decoder.decode(images, beam=0)
+
+
+def test_teacher_forcing_gap_measures_the_model_it_is_given():
+    import keras
+
+    from ecgcap.captioning.diagnostics import teacher_forcing_gap
+    from ecgcap.captioning.text import Vocabulary
+
+    keras.utils.set_random_seed(3)
+    model = build_captioner(VOCAB, attention=True, **SMALL)
+    references = [["many green trees are near a river", "some planes parked"],
+                  ["a river near an airport", "many planes"]]  # "an" is <unk>
+    images = _images(2, 5)
+    gap = teacher_forcing_gap(model, images, references)
+    # the teacher-forced loss is the model's own cross-entropy on the references, per word
+    vocab = Vocabulary(VOCAB)
+    ids = np.stack([[vocab.encode(r, 10) for r in refs] for refs in references])
+    logits = model.predict({"image": images, "caption": ids[:, :, :-1]}, verbose=0)["words"]
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                                                                           keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    target = ids[:, :, 1:]
+    nll = -np.take_along_axis(logp, target[..., None], -1)[..., 0]
+    expected = nll[target > 0].mean()
+    assert gap["teacher_forced"]["loss"] == pytest.approx(expected, rel=1e-4)
+    assert gap["reference_words"] == int((target > 0).sum())
+    for regime in ("teacher_forced", "free_running"):
+        assert 0 <= gap[regime]["next_word_accuracy"] <= 1 and 0 <= gap[regime]["bleu4"] <= 1
+    # when the references are the model's own greedy captions, feeding the reference or the
+    # model's own word is the same thing: both regimes must agree
+    own = [[c] for c in CaptionDecoder(model).caption(images)]
+    same = teacher_forcing_gap(model, images, own)
+    assert same["free_running"]["loss"] == pytest.approx(same["teacher_forced"]["loss"])
+    assert same["free_running"]["next_word_accuracy"] == \
+        same["teacher_forced"]["next_word_accuracy"]

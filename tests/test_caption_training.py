@@ -75,10 +75,13 @@ def test_train_resume_caption_evaluate(karpathy, tmp_path):
     assert all(isinstance(e["caption"], str) for e in listed)
 
     scored = run_module("ecgcap.evaluate_caption", "--model", model, "--dataset", data,
-                        "--split", "test", "--no-meteor", "--out", str(tmp_path / "eval"), "-q")
+                        "--split", "test", "--no-meteor", "--teacher-forcing",
+                        "--out", str(tmp_path / "eval"), "-q")
     assert scored.returncode == 0, scored.stderr[-2000:]
     for row in ("greedy", "beam 3", "fixed caption", "nearest neighbour"):
         assert row in scored.stdout
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["images"] == 9 and 0 <= scores["scores"]["greedy"]["CIDEr"] < 10
     assert (tmp_path / "eval" / "sheet.html").read_text().count("<img") == 9
+    gap = json.loads((tmp_path / "eval" / "teacher_forcing.json").read_text())
+    assert gap["images"] == 9 and "free-running" in scored.stdout

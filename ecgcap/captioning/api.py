@@ -118,6 +118,11 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                                 report=lambda line: say(args, line))
     out_dir = make_run_dir(out.name, out.parent, overwrite=args.overwrite)
     pixels = result.pop("_pixels")
+    if args.teacher_forcing:
+        from ecgcap.captioning.diagnostics import teacher_forcing_gap
+
+        result["teacher_forcing"] = teacher_forcing_gap(model, pixels, result["references"])
+        atomic_write_json(out_dir / "teacher_forcing.json", result["teacher_forcing"])
     atomic_write_json(out_dir / "scores.json", {k: result[k] for k in (
         "dataset", "split", "beam", "scores", "fixed_caption")} | {"model": str(
             args.model or "shipped"), "images": len(result["images"])})

@@ -56,11 +56,15 @@ class CaptionDecoder:
         return np.concatenate(fmaps), np.concatenate(vecs)
 
     def _step(self, tokens: np.ndarray, vector: np.ndarray, fmap: np.ndarray,
-              states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+              states: list[np.ndarray], *, allow_all: bool = False
+              ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Log-probabilities of the next token (tokens never emitted at -inf unless
+        ``allow_all``) and the new states."""
         out = self.parts.step.predict_on_batch(
             [tokens.reshape(-1, 1).astype(np.int32), vector, fmap, *states])
         logp = _log_softmax(np.asarray(out[0]))
-        logp[:, self._never] = -np.inf
+        if not allow_all:
+            logp[:, self._never] = -np.inf
         return logp, [np.asarray(s) for s in out[1:]]
 
     def _beam_chunk(self, fmap: np.ndarray, vector: np.ndarray, beam: int,
