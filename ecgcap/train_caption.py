@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=positive_int, default=C.decoder_layers,
                         help="LSTM layers")
     parser.add_argument("--embed-dim", type=positive_int, default=C.embed_dim)
+    parser.add_argument("--dropout", type=float, default=C.dropout,
+                        help="dropout after the embedding, LSTM and attention (0 to <1)")
     parser.add_argument("--inject", choices=("init", "every", "both"), default=C.inject,
                         help="image vector as the LSTM's initial state, beside every word, or both")
     parser.add_argument("--attention", action=argparse.BooleanOptionalAction, default=C.attention,

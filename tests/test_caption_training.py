@@ -85,3 +85,44 @@ def test_train_resume_caption_evaluate(karpathy, tmp_path):
     assert (tmp_path / "eval" / "sheet.html").read_text().count("<img") == 9
     gap = json.loads((tmp_path / "eval" / "teacher_forcing.json").read_text())
     assert gap["images"] == 9 and "free-running" in scored.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(karpathy, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = str(karpathy / "dataset_tiny.json")
+    args = ["--dataset", data, "--runs-dir", str(tmp_path), "--epochs", "3",
+            *TINY[:TINY.index("--batch-size")], "--batch-size", "1",
+            *TINY[TINY.index("--batch-size") + 2:]]
+    straight = run_module("ecgcap.train_caption", *args, "--name", "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    state = tmp_path / "cut" / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "ecgcap.train_caption", *args, "--name", "cut"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+    deadline = time.monotonic() + 300
+    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "no first epoch"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    line = [x for x in err.splitlines() if x.startswith("python -m ecgcap.train_caption")]
+    assert len(line) == 1 and line[0].endswith("continue with --resume")
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3 and not (tmp_path / "cut" / "report.json").exists()
+    assert not [p for p in (tmp_path / "cut").iterdir() if ".tmp" in p.name]
+
+    resumed = run_module("ecgcap.train_caption", *args, "--name", "cut", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "straight" / "report.json").read_text())["history"]
+    b = json.loads((tmp_path / "cut" / "report.json").read_text())["history"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key

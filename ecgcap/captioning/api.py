@@ -17,6 +17,8 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
 
     if args.scene_loss < 0:
         raise EcgcapError("must be 0 or more", input=f"--scene-loss {args.scene_loss}")
+    if not 0 <= args.dropout < 1:
+        raise EcgcapError("must be in [0, 1)", input=f"--dropout {args.dropout}")
     if args.max_length < 3:
         raise EcgcapError("must be 3 or more", input=f"--max-length {args.max_length}")
     return CaptionTrainConfig(
@@ -24,6 +26,7 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
         min_count=args.min_count, encoder_filters=tuple(args.encoder_filters),
         convs_per_block=args.convs_per_block, embed_dim=args.embed_dim, units=args.units,
         decoder_layers=args.layers, inject=args.inject, attention=args.attention,
+        dropout=args.dropout,
         scene_loss=args.scene_loss, batch_size=args.batch_size, epochs=args.epochs,
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
         patience=args.patience, augment=not args.no_augment, val_images=args.val_images,

@@ -26,7 +26,13 @@ from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import augment, load_images
 from ecgcap.captioning.models import build_captioner
 from ecgcap.captioning.text import Vocabulary, tokenize
-from ecgcap.runtime.checkpoint import Checkpoint, gradient_log
+from ecgcap.runtime.checkpoint import (
+    Checkpoint,
+    StopOnSignal,
+    gradient_log,
+    interrupted,
+    restore_rng_states,
+)
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
@@ -128,6 +134,39 @@ class ValidationCider(keras.callbacks.Callback):
             logs["val_distinct"] = float(len(set(captions)))
 
 
+def plateau_halvings(scores: list[float], patience: int = 2, min_delta: float = 1e-4) -> int:
+    """How many times the learning rate has been halved after ``scores`` (one per epoch): once
+    each time ``patience`` epochs pass without beating the best by ``min_delta`` (as
+    ``keras.callbacks.ReduceLROnPlateau``, but a function of the history alone).
+
+    >>> plateau_halvings([0.1, 0.3, 0.25, 0.25, 0.27, 0.24])
+    2
+    """
+    best, wait, halvings = -np.inf, 0, 0
+    for score in scores:
+        if score > best + min_delta:
+            best, wait = score, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                halvings, wait = halvings + 1, 0
+    return halvings
+
+
+class HalveOnPlateau(keras.callbacks.Callback):
+    """Sets the learning rate to ``base * 0.5 ** plateau_halvings(val_cider history)`` after
+    each epoch. Being a function of the checkpointed history, it continues exactly on
+    ``--resume`` (``ReduceLROnPlateau`` would forget its counters)."""
+
+    def __init__(self, checkpoint: Checkpoint, base: float, monitor: str = "val_cider"):
+        super().__init__()
+        self.checkpoint, self.base, self.monitor = checkpoint, base, monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        scores = self.checkpoint.state["history"].get(self.monitor, [])
+        self.model.optimizer.learning_rate.assign(self.base * 0.5 ** plateau_halvings(scores))
+
+
 def words_loss() -> keras.losses.Loss:
     """Cross-entropy of the next word, summed over the steps of a caption and averaged, with
     padding masked out (``ignore_class=0``)."""
@@ -202,6 +241,7 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         vocab = Vocabulary(model.get_layer("word_embedding").vocabulary)
         scenes = list(saved.get("scenes") or [])
         state = json.loads(state_file.read_text())
+        restore_rng_states(model, state.get("rng", {}))
     else:
         vocab = Vocabulary.build(train.all_captions(), config.min_count)
         model = build_model(config, vocab, scenes)
@@ -221,16 +261,17 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     initial_epoch = checkpoint.state["epoch"]
     t1 = time.perf_counter()
     if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
-        model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=[EpochCounter(batches),
-                             ValidationCider(val_images, val.captions),
-                             keras.callbacks.ReduceLROnPlateau("val_cider", factor=0.5,
-                                                               patience=2, mode="max",
-                                                               verbose=0 if quiet else 1),
-                             *gradient_log(config.log_gradients, probe_x, probe_y["words"],
-                                           _WordsOnly()),
-                             checkpoint],
-                  verbose=0 if quiet else 2)
+        try:
+            model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
+                      callbacks=[StopOnSignal(), EpochCounter(batches),
+                                 ValidationCider(val_images, val.captions),
+                                 *gradient_log(config.log_gradients, probe_x,
+                                               probe_y["words"], _WordsOnly()),
+                                 checkpoint,
+                                 HalveOnPlateau(checkpoint, config.learning_rate)],
+                      verbose=0 if quiet else 2)
+        except KeyboardInterrupt:
+            raise interrupted(run_dir, checkpoint.state) from None
     train_seconds = time.perf_counter() - t1
     best, _ = load_model(run_dir / "best.keras", (CAPTION_MODEL,))
     captions_val = CaptionDecoder(best).caption(val_images)

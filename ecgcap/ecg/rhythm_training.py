@@ -33,7 +33,7 @@ from ecgcap.ecg.recordings import (
     predict_recordings,
 )
 from ecgcap.ecg.training import class_weights
-from ecgcap.runtime.checkpoint import Checkpoint, gradient_log
+from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, gradient_log, interrupted
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
@@ -195,13 +195,17 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
     val = parts["val"]
     t0 = time.perf_counter()
     if checkpoint.state["epoch"] < config.epochs and checkpoint.state["wait"] < config.patience:
-        model.fit(batches, epochs=config.epochs, initial_epoch=checkpoint.state["epoch"],
-                  callbacks=[ValidationScore(val["signal"], val["rr"], y["val"], classes,
-                                             config.rhythm),
-                             *gradient_log(config.log_gradients, _fixed_batch(val, config),
-                                           y["val"][:32]),
-                             checkpoint],
-                  verbose=0 if quiet else 2)
+        try:
+            model.fit(batches, epochs=config.epochs, initial_epoch=checkpoint.state["epoch"],
+                      callbacks=[StopOnSignal(),
+                                 ValidationScore(val["signal"], val["rr"], y["val"], classes,
+                                                 config.rhythm),
+                                 *gradient_log(config.log_gradients, _fixed_batch(val, config),
+                                               y["val"][:32]),
+                                 checkpoint],
+                      verbose=0 if quiet else 2)
+        except KeyboardInterrupt:
+            raise interrupted(run_dir, checkpoint.state) from None
     train_seconds = time.perf_counter() - t0
     best, _ = load_model(run_dir / "best.keras", (RHYTHM_MODEL,))
     report: dict[str, Any] = {

@@ -29,7 +29,7 @@ from ecgcap.ecg.dataset import (
     load_beats,
 )
 from ecgcap.ecg.models import BUILDERS
-from ecgcap.runtime.checkpoint import Checkpoint, gradient_log
+from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, gradient_log, interrupted
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
@@ -229,15 +229,19 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
         config.batch_size, augment=config.augment, seed=config.seed)
     t1 = time.perf_counter()
     if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
-        model.fit(
-            train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-            validation_data=(_inputs(parts["val"]), y["val"]),
-            callbacks=[ValidationScore(_inputs(parts["val"]), y["val"], classes),
-                       *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
-                                     y["val"][:256]),
-                       checkpoint],
-            verbose=0 if quiet else 2,
-        )
+        try:
+            model.fit(
+                train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                validation_data=(_inputs(parts["val"]), y["val"]),
+                callbacks=[StopOnSignal(),
+                           ValidationScore(_inputs(parts["val"]), y["val"], classes),
+                           *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
+                                         y["val"][:256]),
+                           checkpoint],
+                verbose=0 if quiet else 2,
+            )
+        except KeyboardInterrupt:
+            raise interrupted(run_dir, checkpoint.state) from None
     train_seconds = time.perf_counter() - t1
     best, _ = load_model(run_dir / "best.keras", (BEAT_MODEL,))
     report: dict[str, Any] = {

@@ -13,10 +13,31 @@ from ecgcap.runtime.gradients import GradientLog
 from ecgcap.runtime.modelfile import save_model
 
 
+def rng_states(model: keras.Model) -> dict[str, list[int]]:
+    """The state of every random generator in ``model``'s layers (dropout masks), by layer."""
+    out = {}
+    for layer in model._flatten_layers(include_self=False):
+        for name, value in vars(layer).items():
+            if isinstance(value, keras.random.SeedGenerator):
+                out[f"{layer.name}/{name}"] = np.asarray(value.state.value).tolist()
+    return out
+
+
+def restore_rng_states(model: keras.Model, states: dict[str, list[int]]) -> None:
+    """Put back what :func:`rng_states` saved, so that a resumed run draws the same dropout
+    masks as an uninterrupted one."""
+    for layer in model._flatten_layers(include_self=False):
+        for name, value in vars(layer).items():
+            key = f"{layer.name}/{name}"
+            if isinstance(value, keras.random.SeedGenerator) and key in states:
+                value.state.assign(np.asarray(states[key], dtype=value.state.dtype))
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Every epoch: ``checkpoint.keras`` (with optimizer) and ``state.json``; the best model
     by ``monitor`` as ``best.keras``; stop after ``patience`` epochs without improvement.
-    All files are written atomically, so an interrupted run resumes from a whole checkpoint.
+    All files are written atomically, so an interrupted run resumes from a whole checkpoint;
+    ``state.json`` also holds the dropout generators' states (:func:`restore_rng_states`).
     """
 
     def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str = "val_macro_f1",
@@ -38,6 +59,7 @@ class Checkpoint(keras.callbacks.Callback):
         else:
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
+        self.state["rng"] = rng_states(self.model)
         save_model(self.model, self.run_dir / "checkpoint.keras", self.info)
         atomic_write_json(self.run_dir / "state.json", self.state)
         if self.state["wait"] >= self.patience:
@@ -48,3 +70,50 @@ def gradient_log(on: bool, inputs: Any, targets: np.ndarray,
                  loss: Any = None) -> list[keras.callbacks.Callback]:
     """``--log-gradients``: the callback list (empty when off), measured on a fixed batch."""
     return [GradientLog(inputs, targets, loss)] if on else []
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) and SIGTERM during ``fit`` stop training cleanly at the next batch.
+
+    The signal only sets a flag; the next ``on_train_batch_end`` raises ``KeyboardInterrupt``,
+    so an epoch-end checkpoint (model and ``state.json``) is never cut in the middle, and the
+    last whole epoch's checkpoint is what ``--resume`` continues from. Training functions turn
+    the interrupt into :func:`interrupted`. The previous handlers are restored after ``fit``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signal = signum
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be installed from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def interrupted(run_dir: Path, state: dict[str, Any]) -> Exception:
+    """The error a training command ends with after Ctrl-C or SIGTERM (exit code 130)."""
+    from ecgcap.runtime.errors import EcgcapError
+
+    done = state.get("epoch", 0)
+    return EcgcapError(f"interrupted; {done} whole epochs are checkpointed in {run_dir}: "
+                       "continue with --resume", input="training", exit_code=130)
