@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-augment", action="store_true", help="no flips or rotations")
     parser.add_argument("--val-images", type=positive_int, default=None,
                         help="score only the first N val images each epoch (faster)")
+    parser.add_argument("--val-holdout", type=float, default=C.val_holdout,
+                        help="share of the training images (stratified by scene) added to the "
+                             "val split for selection; 0 = the val split alone")
     parser.add_argument("--log-gradients", action="store_true",
                         help="log each layer's gradient norm (before clipping) every epoch")
     parser.add_argument("--resume", action="store_true",

@@ -140,3 +140,18 @@ def test_bad_inputs_are_one_clear_error(tmp_path, rsicd_dir):
         read_flickr8k(tmp_path)
     with pytest.raises(EcgcapError, match="image folder not found"):
         read_coco(rsicd_dir / "captions_test.json", tmp_path / "nowhere")
+
+
+def test_val_holdout_is_stratified_by_scene_and_disjoint(rsicd_dir):
+    from ecgcap.captioning.config import CaptionTrainConfig
+    from ecgcap.captioning.training import load_splits, scene_of
+
+    train, val = load_splits(CaptionTrainConfig(val_holdout=0.05), data_dir=str(rsicd_dir))
+    assert len(train) + len(val) == 8736 + 1092
+    assert not set(train.images) & set(val.images)
+    held = [f for f in val.images if scene_of(f) not in ("square", "stadium", "storagetanks",
+                                                         "viaduct")]
+    scenes = {scene_of(f) for f in held}
+    assert len(held) >= 400 and len(scenes) == 26  # every training-only scene is represented
+    plain_train, plain_val = load_splits(CaptionTrainConfig(val_holdout=0), data_dir=str(rsicd_dir))
+    assert (len(plain_train), len(plain_val)) == (8736, 1092)

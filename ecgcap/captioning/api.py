@@ -17,6 +17,8 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
 
     if args.scene_loss < 0:
         raise EcgcapError("must be 0 or more", input=f"--scene-loss {args.scene_loss}")
+    if not 0 <= args.val_holdout < 1:
+        raise EcgcapError("must be in [0, 1)", input=f"--val-holdout {args.val_holdout}")
     if not 0 <= args.dropout < 1:
         raise EcgcapError("must be in [0, 1)", input=f"--dropout {args.dropout}")
     if args.max_length < 3:
@@ -30,6 +32,7 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
         scene_loss=args.scene_loss, batch_size=args.batch_size, epochs=args.epochs,
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
         patience=args.patience, augment=not args.no_augment, val_images=args.val_images,
+        val_holdout=args.val_holdout,
         log_gradients=args.log_gradients, seed=args.seed)
 
 

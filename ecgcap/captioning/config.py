@@ -31,5 +31,6 @@ class CaptionTrainConfig:
     patience: int = 5
     augment: bool = True
     val_images: int | None = None
+    val_holdout: float = 0.05
     log_gradients: bool = False
     seed: int = 0

@@ -202,7 +202,15 @@ def _config_json(config: CaptionTrainConfig) -> dict[str, Any]:
 
 def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
                 image_dir: str | None = None, report=None) -> tuple[CaptionSet, CaptionSet]:
-    """The train and val sets of ``config.dataset`` (val cut to ``config.val_images``)."""
+    """The train and val sets of ``config.dataset``.
+
+    Val is the dataset's val split (cut to ``config.val_images``) plus ``config.val_holdout``
+    of the training images, held out stratified by scene (``seed``): RSICD's official val split
+    holds four scenes, three of them absent from training, so alone it would select models for
+    unseen scenes only. Test is never read.
+    """
+    from sklearn.model_selection import train_test_split
+
     train = load_captions(config.dataset, "train", data_dir=data_dir, image_dir=image_dir,
                           report=report)
     val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
@@ -212,6 +220,22 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
     if config.val_images:
         val = CaptionSet(val.name, val.image_dir, val.images[:config.val_images],
                          val.captions[:config.val_images])
+    if config.val_holdout > 0:
+        if val.image_dir != train.image_dir:
+            raise EcgcapError("--val-holdout needs train and val images in one folder",
+                              input=config.dataset)
+        scenes = [scene_of(f) or "" for f in train.images]
+        counts = {s: scenes.count(s) for s in set(scenes)}
+        held_out = int(np.ceil(config.val_holdout * len(train)))
+        stratify = scenes if min(counts.values()) >= 2 and held_out >= len(counts) else None
+        keep, held = train_test_split(np.arange(len(train)), test_size=config.val_holdout,
+                                      random_state=config.seed, stratify=stratify)
+        keep, held = np.sort(keep), np.sort(held)
+        val = CaptionSet(val.name, val.image_dir,
+                         [*val.images, *(train.images[i] for i in held)],
+                         [*val.captions, *(train.captions[i] for i in held)])
+        train = CaptionSet(train.name, train.image_dir, [train.images[i] for i in keep],
+                           [train.captions[i] for i in keep], train.missing)
     return train, val
 
 
@@ -287,9 +311,17 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
                 "distinct_captions": len(set(captions_val))},
         "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
     }
-    save_model(best, run_dir / "model.keras", info)
+    save_model(without_optimizer(best), run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", result)
     return result
+
+
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """An uncompiled copy with the same weights: the file to ship, a third the size of a
+    checkpoint (which also holds Adam's two moments per weight)."""
+    copy = model.__class__.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 class _WordsOnly:
