@@ -49,3 +49,26 @@ def test_train_caption_option_errors(tmp_path):
     (tmp_path / "runs").write_text("a file")
     _one_line(run_module("ecgcap.train_caption", "--runs-dir", str(tmp_path / "runs")),
               f"--runs-dir {tmp_path / 'runs'}: is a file, not a folder")
+
+
+def test_shipped_captioner_describes_the_example_image():
+    result = run_module("ecgcap.caption", str(EXAMPLE), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    [entry] = json.loads(result.stdout)
+    assert entry["image"] == str(EXAMPLE)
+    words = set(entry["caption"].split())
+    assert len(words) >= 4 and words & {"trees", "forest", "woods"}, entry["caption"]
+
+
+def test_shipped_captioner_on_real_rsicd_images(rsicd_dir):
+    from ecgcap.captioning.inference import caption_files, load_captioner
+
+    model, info = load_captioner()
+    assert info["describes"] == "aerial and satellite images" and info["image_size"] == 128
+    images = [rsicd_dir / "images" / f for f in ("airport_1.jpg", "beach_10.jpg", "forest_1.jpg")]
+    captions = dict(caption_files(images, model, beam=3))
+    assert "airport" in captions[images[0]] or "planes" in captions[images[0]]
+    assert "beach" in captions[images[1]] or "ocean" in captions[images[1]]
+    assert "trees" in captions[images[2]]

@@ -162,9 +162,16 @@ class HalveOnPlateau(keras.callbacks.Callback):
         super().__init__()
         self.checkpoint, self.base, self.monitor = checkpoint, base, monitor
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        scores = self.checkpoint.state["history"].get(self.monitor, [])
+    def _set(self, scores: list[float]) -> None:
         self.model.optimizer.learning_rate.assign(self.base * 0.5 ** plateau_halvings(scores))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._set(self.checkpoint.state["history"].get(self.monitor, []))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # runs before the checkpoint is written, so that it holds the next epoch's rate
+        scores = self.checkpoint.state["history"].get(self.monitor, [])
+        self._set([*scores, float((logs or {})[self.monitor])])
 
 
 def words_loss() -> keras.losses.Loss:
@@ -291,8 +298,8 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
                                  ValidationCider(val_images, val.captions),
                                  *gradient_log(config.log_gradients, probe_x,
                                                probe_y["words"], _WordsOnly()),
-                                 checkpoint,
-                                 HalveOnPlateau(checkpoint, config.learning_rate)],
+                                 HalveOnPlateau(checkpoint, config.learning_rate),
+                                 checkpoint],
                       verbose=0 if quiet else 2)
         except KeyboardInterrupt:
             raise interrupted(run_dir, checkpoint.state) from None
