@@ -52,9 +52,7 @@ def score_captions(references: Sequence[Sequence[str]], candidates: Sequence[str
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        scorer = Meteor()
-        out["METEOR"] = float(scorer.compute_score(gts, res)[0])
-        scorer.close() if hasattr(scorer, "close") else None
+        out["METEOR"] = float(Meteor().compute_score(gts, res)[0])  # Java stops in __del__
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     out["distinct"] = float(len(set(candidates)))
