@@ -16,7 +16,7 @@ from ecgcap.runtime.cli import make_parser, positive_float, positive_int, run, s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("train_ecg", "Train an LSTM (or SimpleRNN baseline) ECG classifier.",
-                         run_folder=True)
+                         run_folder=True, distribute=True)
     parser.add_argument("--db", default="mitdb",
                         help="database from the registry: mitdb (beats) or cinc2017 (rhythm)")
     parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"),
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-records", default=None, metavar="R,R,...",
                         help="mitdb: patient-wise validation records inside DS1 "
                              "(default 118,124,205,215,220)")
+    parser.add_argument("--train-records", default=None, metavar="R,R,...",
+                        help="mitdb: train on these DS1 records only (default: DS1 minus the "
+                             "validation records), e.g. for learning curves or quick runs")
     parser.add_argument("--folds", type=int, default=0,
                         help="cinc2017: k-fold cross-validation, stratified by label (e.g. 5); "
                              "default 0: one stratified 70/10/20 train/validation/test split")
@@ -53,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-gradients", action="store_true",
                         help="log the gradient norm of each layer (before clipping) on a fixed "
                              "validation batch every epoch: history, report.json, plot")
+    parser.add_argument("--pipeline", default="memory", choices=("memory", "shards"),
+                        help="mitdb: memory holds the prepared beats in memory; shards prepares "
+                             "records in parallel into NumPy shards and streams batches from "
+                             "them (always used with --distribute)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's last checkpoint")
     return parser
@@ -63,6 +70,10 @@ def _work(args: argparse.Namespace) -> int:
     from ecgcap.ecg import api
 
     report, run_dir = api.train_from_args(args)
+    if "worker" in report:
+        say(args, f"worker {report['worker']} finished after {report['epochs_run']} epochs; "
+                  "the chief writes the model and report")
+        return 0
     print(api.format_report(report))
     say(args, f"model, report.json and plots written to {run_dir}")
     return 0

@@ -37,3 +37,12 @@ def test_importing_ecgcap_and_parsing_options_do_not_import_keras():
             "print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_data_preparation_workers_do_not_import_a_backend():
+    """Shards are prepared in spawned processes that import ecgcap.ecg.dataset; it must not
+    pull in keras or tensorflow (seconds and hundreds of MB per process)."""
+    code = ("import sys, ecgcap.ecg.dataset, ecgcap.runtime.shards; "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

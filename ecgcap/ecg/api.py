@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from ecgcap.ecg import evaluation
 from ecgcap.ecg.databases import get_database
 from ecgcap.ecg.rhythm_training import RhythmTrainConfig, train_rhythm
 from ecgcap.ecg.training import TrainConfig, train_beats
+from ecgcap.runtime.cli import say
+from ecgcap.runtime.distribute import Distribution, streamed_run_dir
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.paths import DATA_ENV, find_dataset, make_run_dir, resolve_data_dir
 
@@ -31,22 +34,32 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
     """A :class:`RhythmTrainConfig` from ``train_ecg``'s options."""
-    if args.val_records or args.split != "inter-patient":
-        raise EcgcapError("--split and --val-records apply to mitdb only; use --folds",
+    if args.val_records or args.train_records or args.split != "inter-patient":
+        raise EcgcapError("--split, --val-records and --train-records apply to mitdb only; "
+                          "use --folds",
                           input=f"--db {args.db}")
+    if args.distribute != "none" or args.pipeline != "memory":
+        raise EcgcapError("distributed and sharded training are available for mitdb (beats); "
+                          "cinc2017 trains on one device", input=f"--db {args.db}")
     if args.fold is not None and not args.folds:
         raise EcgcapError("--fold needs --folds", input=f"--fold {args.fold}")
     return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold)
+
+
+def _records(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from ``train_ecg``'s options."""
     if args.folds or args.fold is not None:
         raise EcgcapError("--folds and --fold apply to cinc2017 only", input=f"--db {args.db}")
-    config = TrainConfig(**_common_options(args), split=args.split)
+    config = TrainConfig(**_common_options(args), split=args.split,
+                         pipeline="shards" if args.distribute != "none" else args.pipeline)
     if args.val_records:
-        config = dataclasses.replace(
-            config, val_records=tuple(r.strip() for r in args.val_records.split(",") if r.strip()))
+        config = dataclasses.replace(config, val_records=_records(args.val_records))
+    if args.train_records:
+        config = dataclasses.replace(config, train_records=_records(args.train_records))
     return config
 
 
@@ -55,12 +68,23 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     db = get_database(args.db)
     config = rhythm_config_from_args(args) if db.task == "rhythm" else config_from_args(args)
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
-    run_dir = make_run_dir(args.name or f"{db.name}-{config.model}-seed{config.seed}",
-                           args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+    name = args.name or f"{db.name}-{config.model}-seed{config.seed}"
     if isinstance(config, RhythmTrainConfig):
-        report = train_rhythm(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet)
+        run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+        return train_rhythm(config, db, db_dir, run_dir, resume=args.resume,
+                            quiet=args.quiet), run_dir
+    dist = getattr(args, "distribution", None) or Distribution()
+    if config.pipeline == "shards":
+        dist.check_batch(config.batch_size)
+        say(args, dist.describe(config.batch_size, config.learning_rate, config.clipnorm))
+        run_dir = streamed_run_dir(name, args.runs_dir, dist, overwrite=args.overwrite,
+                                   resume=args.resume)
     else:
-        report = train_beats(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet)
+        run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+    report = train_beats(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet,
+                         distribution=dist)
+    if not dist.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
     return report, run_dir
 
 

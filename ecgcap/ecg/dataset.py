@@ -3,6 +3,9 @@
 ``load_beats`` chains the steps of :mod:`ecgcap.ecg.processing` for each record and returns
 NumPy arrays (``beat`` windows, ``rr`` features, labels, positions, record names). Preparing a
 record is cached as ``.npz`` keyed by the configuration, so a second run reads it back.
+``write_beat_shards`` prepares records in parallel into NumPy shards (one per record) that
+training streams from instead (:mod:`ecgcap.runtime.shards`). No deep-learning backend is
+imported here, so preparation runs in plain worker processes.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
+from ecgcap.runtime.device import cpu_threads
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_path
 from ecgcap.runtime.paths import cache_dir
 from ecgcap.runtime.progress import progress
+from ecgcap.runtime.shards import ShardSet, prepare_shards
 
 
 @dataclass(frozen=True)
@@ -141,24 +145,26 @@ def load_beats(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-class ShuffledBatches(keras.utils.PyDataset):
-    """Training batches in a new order every epoch, all drawn from one seeded generator.
+def beat_shard(task: tuple[str, str, Database, BeatConfig]) -> dict[str, np.ndarray]:
+    """One record's shard: :func:`prepare_record` plus the record name on every beat."""
+    path, name, db, config = task
+    part = prepare_record(path, db, config)
+    part["record"] = np.full(len(part["label"]), name)
+    return part
 
-    Subclasses build batch ``i`` from :meth:`batch_indices` in ``__getitem__``.
+
+def write_beat_shards(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
+                      config: BeatConfig = BeatConfig(), *, names: Sequence[str] | None = None,
+                      folder: str | os.PathLike | None = None, workers: int | None = None,
+                      quiet: bool = False) -> ShardSet:
+    """Prepare ``records`` into one shard each (in parallel, skipping finished ones).
+
+    ``names`` renames the shards (default: the record names); ``folder`` defaults to the data
+    cache, keyed by the beat configuration; ``workers`` defaults to every core.
     """
-
-    def __init__(self, y: np.ndarray, weights: np.ndarray, batch_size: int, *, seed: int = 0):
-        super().__init__()
-        self.y, self.w, self.batch_size = y, weights, batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(y))
-
-    def __len__(self) -> int:
-        return int(np.ceil(len(self.y) / self.batch_size))
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.y))
-
-    def batch_indices(self, i: int) -> np.ndarray:
-        """The (unsorted) indices of batch ``i`` in this epoch's order."""
-        return self.order[i * self.batch_size:(i + 1) * self.batch_size]
+    folder = Path(folder) if folder else cache_dir() / db.name / config.key() / "shards"
+    names = list(names or records)
+    tasks = [(n, (str(Path(db_dir) / r), n, db, config)) for n, r in zip(names, records,
+                                                                        strict=True)]
+    return prepare_shards(tasks, beat_shard, folder, workers=workers or cpu_threads(),
+                          quiet=quiet, label=f"preparing {db.name} records:")

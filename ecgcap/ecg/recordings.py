@@ -29,7 +29,7 @@ import wfdb.processing
 
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
-from ecgcap.ecg.dataset import ShuffledBatches
+from ecgcap.runtime.batches import ShuffledBatches
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_path
 from ecgcap.runtime.paths import cache_dir

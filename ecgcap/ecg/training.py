@@ -25,14 +25,17 @@ from ecgcap.ecg.dataset import (
     BEAT_CHANNELS,
     RR_FEATURES,
     BeatConfig,
-    ShuffledBatches,
     load_beats,
+    write_beat_shards,
 )
 from ecgcap.ecg.models import BUILDERS
+from ecgcap.runtime.batches import ShuffledBatches
 from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, gradient_log, interrupted
+from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
+from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 # Patient-wise validation hold-out inside DS1: five records that hold S, V and F beats
 # (227 S, 298 V, 17 F), chosen from DS1's class counts only; DS2 is never looked at.
@@ -60,7 +63,9 @@ class TrainConfig:
     patience: int = 6
     split: str = "inter-patient"
     log_gradients: bool = False
+    pipeline: str = "memory"
     val_records: tuple[str, ...] = MITDB_VALIDATION
+    train_records: tuple[str, ...] | None = None  # default: the training records minus val
     seed: int = 0
     beats: BeatConfig = field(default_factory=BeatConfig)
 
@@ -73,6 +78,13 @@ def split_records(db: Database, config: TrainConfig) -> dict[str, list[str]]:
     if unknown:
         raise EcgcapError(f"validation records must come from the training records; "
                           f"not in them: {', '.join(unknown)}", input="--val-records")
+    if config.train_records is not None:
+        unknown = [r for r in config.train_records if r not in train]
+        if unknown or not config.train_records:
+            raise EcgcapError("training records must come from the training records and not "
+                              f"be validation records; not so: {', '.join(unknown) or 'none'}",
+                              input="--train-records")
+        train = list(config.train_records)
     return {"train": train, "val": val, "test": list(db.split["test"])}
 
 
@@ -131,18 +143,30 @@ def _inputs(data: dict[str, np.ndarray], index: np.ndarray | None = None) -> dic
 
 
 class ValidationScore(keras.callbacks.Callback):
-    """Adds ``val_macro_f1`` (AAMI macro-F1 on the validation beats) to the epoch logs."""
+    """Adds ``val_macro_f1`` (AAMI macro-F1 on the validation beats) to the epoch logs.
+
+    Under a distribution, ``distribution`` predicts on this process alone, and the callback
+    also adds ``val_loss`` and ``val_accuracy`` (Keras' own validation is not used there).
+    """
 
     def __init__(self, x: dict[str, np.ndarray], y: np.ndarray, classes: Sequence[str],
-                 batch_size: int = 1024):
+                 batch_size: int = 1024, distribution: Distribution | None = None):
         super().__init__()
         self.x, self.y, self.classes, self.batch_size = x, y, tuple(classes), batch_size
+        self.distribution = distribution
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        pred = self.model.predict(self.x, batch_size=self.batch_size, verbose=0).argmax(-1)
-        report = evaluation.aami_report(self.y, pred, self.classes)
+        if self.distribution is None:
+            prob = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        else:
+            prob = self.distribution.predict(self.model, self.x, self.batch_size)
+        report = evaluation.aami_report(self.y, prob.argmax(-1), self.classes)
         if logs is not None:
             logs["val_macro_f1"] = float(report["macro_f1"] or 0.0)
+            if self.distribution is not None:
+                picked = prob[np.arange(len(self.y)), self.y]
+                logs["val_loss"] = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+                logs["val_accuracy"] = float((prob.argmax(-1) == self.y).mean())
 
 
 BEAT_MODEL = "ecg-beats"
@@ -158,6 +182,8 @@ def _config_json(config: TrainConfig) -> dict[str, Any]:
     out = asdict(config)
     out["conv_filters"] = list(config.conv_filters)
     out["val_records"] = list(config.val_records)
+    if config.train_records is not None:
+        out["train_records"] = list(config.train_records)
     return out
 
 
@@ -190,12 +216,55 @@ def prepare_split(db: Database, db_dir: Path, config: TrainConfig, quiet: bool =
                       input=f"--split {config.split}")
 
 
+def _report(config: TrainConfig, classes: Sequence[str], weights: dict[int, float],
+            records: dict[str, list[str]], y: dict[str, np.ndarray], pred: dict[str, np.ndarray],
+            state: dict[str, Any], seconds: dict[str, float]) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "config": _config_json(config),
+        "classes": list(classes),
+        "class_weights": {classes[i]: w for i, w in weights.items()},
+        "records": records,
+        "beats": {k: int(len(v)) for k, v in y.items()},
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "history": state["history"],
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    for part in ("val", "test"):
+        report[part] = evaluation.aami_report(y[part], pred[part], classes)
+    return report
+
+
+def _write_outputs(best: keras.Model, run_dir: Path, info: dict[str, Any],
+                   report: dict[str, Any]) -> None:
+    save_model(best, run_dir / "model.keras", info)
+    atomic_write_json(run_dir / "report.json", report)
+    plots.plot_confusion(report["test"], run_dir / "confusion.png")
+    plots.plot_learning_curves(report["history"], run_dir / "learning_curves.png")
+
+
+def _weights(config: TrainConfig, y: np.ndarray, classes: Sequence[str]) -> dict[int, float]:
+    weights = class_weights(y, len(classes), config.class_weight_power)
+    for c in config.untrained_classes:  # too rare to learn (mitdb: 15 Q beats in all)
+        weights[list(classes).index(c)] = 0.0
+    return weights
+
+
 def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, *,
-                resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+                resume: bool = False, quiet: bool = False,
+                distribution: Distribution | None = None) -> dict[str, Any]:
     """Train, select on validation, evaluate on test; write model, report and plots.
 
-    Returns the report (also written to ``run_dir/report.json``).
+    Returns the report (also written to ``run_dir/report.json``). With ``distribution`` (or
+    ``config.pipeline == "shards"``) the training beats stream from shards instead
+    (:func:`train_beats_streamed`).
     """
+    if (distribution is not None and distribution.active) or config.pipeline == "shards":
+        return train_beats_streamed(config, db, db_dir, run_dir, quiet=quiet,
+                                    distribution=distribution)
+    if config.pipeline != "memory":
+        raise EcgcapError("unknown pipeline; choose memory or shards",
+                          input=f"--pipeline {config.pipeline}")
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
     t0 = time.perf_counter()
@@ -220,9 +289,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     info = model_info(config, db)
     checkpoint = Checkpoint(run_dir, info, patience=config.patience, state=state)
     initial_epoch = checkpoint.state["epoch"]
-    weights = class_weights(y["train"], len(classes), config.class_weight_power)
-    for c in config.untrained_classes:  # too rare to learn (mitdb: 15 Q beats in all)
-        weights[to_index[c]] = 0.0
+    weights = _weights(config, y["train"], classes)
     train_batches = BeatBatches(
         _inputs(parts["train"]), y["train"], np.array([weights[i] for i in y["train"]],
                                                        dtype=np.float32),
@@ -244,22 +311,146 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
             raise interrupted(run_dir, checkpoint.state) from None
     train_seconds = time.perf_counter() - t1
     best, _ = load_model(run_dir / "best.keras", (BEAT_MODEL,))
-    report: dict[str, Any] = {
-        "config": _config_json(config),
-        "classes": list(classes),
-        "class_weights": {classes[i]: w for i, w in weights.items()},
-        "records": {k: sorted(set(v["record"].tolist())) for k, v in parts.items()},
-        "beats": {k: int(len(v)) for k, v in y.items()},
-        "best_epoch": checkpoint.state["best_epoch"],
-        "epochs_run": checkpoint.state["epoch"],
-        "history": checkpoint.state["history"],
-        "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
-    }
-    for part in ("val", "test"):
-        pred = best.predict(_inputs(parts[part]), batch_size=1024, verbose=0).argmax(-1)
-        report[part] = evaluation.aami_report(y[part], pred, classes)
-    save_model(best, run_dir / "model.keras", info)
-    atomic_write_json(run_dir / "report.json", report)
-    plots.plot_confusion(report["test"], run_dir / "confusion.png")
-    plots.plot_learning_curves(report["history"], run_dir / "learning_curves.png")
+    pred = {part: best.predict(_inputs(parts[part]), batch_size=1024, verbose=0).argmax(-1)
+            for part in ("val", "test")}
+    records = {k: sorted(set(v["record"].tolist())) for k, v in parts.items()}
+    report = _report(config, classes, weights, records, y, pred, checkpoint.state,
+                     {"prepare": prep_seconds, "train": train_seconds})
+    _write_outputs(best, run_dir, info, report)
+    return report
+
+
+def augment_beats(beat: np.ndarray, keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """:class:`BeatBatches`' augmentation drawn per beat from ``(seed, epoch, key)``, so a
+    beat is changed the same way whichever worker or batch it lands in."""
+    out = np.empty_like(beat)
+    for j, key in enumerate(keys):
+        rng = np.random.default_rng([seed, epoch, int(key)])
+        b = beat[j] * np.float32(rng.uniform(0.8, 1.2))
+        b[:, 0] += np.float32(rng.uniform(-0.2, 0.2))
+        b += rng.normal(0, 0.05, b.shape).astype(np.float32)
+        out[j] = np.roll(b, int(rng.integers(-3, 4)), axis=0)
+    return out
+
+
+def beat_stream(shards: ShardSet, classes: Sequence[str], weights: dict[int, float],
+                config: TrainConfig, distribution: Distribution, first_epoch: int = 0) -> Any:
+    """The training input of a streamed run: weighted (and augmented) beats from ``shards``."""
+    import tensorflow as tf
+
+    to_index = {c: i for i, c in enumerate(classes)}
+    per_class = np.array([weights[i] for i in range(len(classes))], dtype=np.float32)
+
+    def make_batch(ex: dict[str, np.ndarray], keys: np.ndarray, mask: np.ndarray, epoch: int):
+        y = np.array([to_index[c] for c in ex["label"]], dtype=np.int64)
+        beat = augment_beats(ex["beat"], keys, config.seed, epoch) if config.augment \
+            else ex["beat"]
+        return {"beat": beat, "rr": ex["rr"]}, y, per_class[y] * mask.astype(np.float32)
+
+    length = config.beats.length
+    signature = ({"beat": tf.TensorSpec((None, length, BEAT_CHANNELS), tf.float32),
+                  "rr": tf.TensorSpec((None, RR_FEATURES), tf.float32)},
+                 tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.float32))
+    return distribution.dataset(lambda pipeline, pipelines, pieces: stream(
+        shards, make_batch, signature, global_batch=config.batch_size, seed=config.seed,
+        first_epoch=first_epoch, pipeline=pipeline, pipelines=pipelines, pieces=pieces))
+
+
+def backup_epoch(backup_dir: Path) -> int:
+    """Epochs finished according to ``keras.callbacks.BackupAndRestore``'s files (0: none)."""
+    meta = Path(backup_dir) / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+
+
+def _restored_state(backup_dir: Path, epoch: int) -> dict[str, Any] | None:
+    """``state.json`` beside the backup, cut back to the backup's epoch."""
+    path = Path(backup_dir) / "state.json"
+    if not epoch or not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    state["history"] = {k: v[:epoch] for k, v in state["history"].items()}
+    state["epoch"] = epoch
+    return state
+
+
+def _shard_predictions(model: keras.Model, shards: ShardSet) -> np.ndarray:
+    return np.concatenate([
+        model.predict(_inputs(shards.shard(i, ("beat", "rr"))), batch_size=1024,
+                      verbose=0).argmax(-1) for i in range(len(shards.names))])
+
+
+def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, *,
+                         quiet: bool = False, distribution: Distribution | None = None
+                         ) -> dict[str, Any]:
+    """:func:`train_beats` on beats streamed from shards, on one device or distributed.
+
+    Records are prepared in parallel into shards (resumable); every worker reads its share of
+    each global batch. Each worker keeps ``keras.callbacks.BackupAndRestore`` files in
+    ``run_dir/backup`` (so a run restarted with the same command continues from its last
+    whole epoch); only the chief (worker 0) writes models, the report and plots. The other
+    workers return ``{"worker": index, ...}``.
+    """
+    dist = distribution or Distribution()
+    if config.split != "inter-patient":
+        raise EcgcapError("streamed (and distributed) training uses the inter-patient split",
+                          input=f"--split {config.split}")
+    if config.log_gradients and dist.active:
+        raise EcgcapError("gradient logging runs on one device; drop --distribute",
+                          input="--log-gradients")
+    dist.check_batch(config.batch_size)
+    classes = db.classes
+    to_index = {c: i for i, c in enumerate(classes)}
+    t0 = time.perf_counter()
+    records = split_records(db, config)
+    shards = {k: write_beat_shards(db_dir, db, v, config.beats, quiet=quiet or not dist.is_chief)
+              for k, v in records.items()}
+    records = {k: sorted(v) for k, v in records.items()}
+    prep_seconds = time.perf_counter() - t0
+    y = {k: np.array([to_index[c] for c in v.column("label")], dtype=np.int64)
+         for k, v in shards.items()}
+    weights = _weights(config, y["train"], classes)
+    val = _inputs(shards["val"].take(np.arange(len(shards["val"])), ("beat", "rr")))
+
+    backup = run_dir / "backup"
+    first_epoch = backup_epoch(backup)
+    with dist.scope():
+        model = build_model(config, len(classes))
+        model.get_layer("rr_norm").adapt(shards["train"].column("rr"))
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate,
+                                                      clipnorm=config.clipnorm),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    dist.prepare_fit(model, ({k: v[:2] for k, v in val.items()}, y["val"][:2],
+                             np.ones(2, np.float32)))
+    info = model_info(config, db)
+    checkpoint = Checkpoint(run_dir, info, patience=config.patience,
+                            state=_restored_state(backup, first_epoch),
+                            save_models=dist.is_chief, save_last=False,
+                            state_path=backup / "state.json")
+    t1 = time.perf_counter()
+    if first_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
+        try:
+            model.fit(
+                beat_stream(shards["train"], classes, weights, config, dist, first_epoch),
+                epochs=config.epochs, initial_epoch=first_epoch,
+                steps_per_epoch=steps_per_epoch(len(shards["train"]), config.batch_size),
+                shuffle=False,  # the stream's own order (each epoch's plan)
+                callbacks=[StopOnSignal(),
+                           ValidationScore(val, y["val"], classes, distribution=dist),
+                           checkpoint,
+                           keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
+                verbose=0 if quiet or not dist.is_chief else 2,
+            )
+        except KeyboardInterrupt:
+            raise interrupted(run_dir, checkpoint.state) from None
+    train_seconds = time.perf_counter() - t1
+    if not dist.is_chief:
+        return {"worker": dist.worker, "epochs_run": checkpoint.state["epoch"]}
+    with no_distribution():
+        best, _ = load_model(run_dir / "best.keras", (BEAT_MODEL,))
+        pred = {part: _shard_predictions(best, shards[part]) for part in ("val", "test")}
+    report = _report(config, classes, weights, records, y, pred, checkpoint.state,
+                     {"prepare": prep_seconds, "train": train_seconds})
+    report["distribution"] = dist.as_dict(config.batch_size)
+    report["resumed_from_epoch"] = first_epoch
+    _write_outputs(best, run_dir, info, report)
     return report

@@ -38,13 +38,22 @@ class Checkpoint(keras.callbacks.Callback):
     by ``monitor`` as ``best.keras``; stop after ``patience`` epochs without improvement.
     All files are written atomically, so an interrupted run resumes from a whole checkpoint;
     ``state.json`` also holds the dropout generators' states (:func:`restore_rng_states`).
+
+    Distributed runs keep the decisions (history, best epoch, early stopping) on every worker
+    but ``save_models`` only on the chief, and leave the weights of the last epoch to
+    ``keras.callbacks.BackupAndRestore`` (``save_last=False``), with ``state.json`` beside it
+    (``state_path``).
     """
 
     def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str = "val_macro_f1",
-                 patience: int = 6, state: dict[str, Any] | None = None):
+                 patience: int = 6, state: dict[str, Any] | None = None, *,
+                 save_models: bool = True, save_last: bool = True,
+                 state_path: Path | None = None):
         super().__init__()
         self.run_dir, self.info = Path(run_dir), info
         self.monitor, self.patience = monitor, patience
+        self.save_models, self.save_last = save_models, save_last
+        self.state_path = Path(state_path) if state_path else self.run_dir / "state.json"
         self.state = state or {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
                                "history": {}}
 
@@ -55,13 +64,15 @@ class Checkpoint(keras.callbacks.Callback):
         score = float(logs.get(self.monitor, -np.inf))
         if score > self.state["best"]:
             self.state.update(best=score, best_epoch=epoch + 1, wait=0)
-            save_model(self.model, self.run_dir / "best.keras", self.info)
+            if self.save_models:
+                save_model(self.model, self.run_dir / "best.keras", self.info)
         else:
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
         self.state["rng"] = rng_states(self.model)
-        save_model(self.model, self.run_dir / "checkpoint.keras", self.info)
-        atomic_write_json(self.run_dir / "state.json", self.state)
+        if self.save_models and self.save_last:
+            save_model(self.model, self.run_dir / "checkpoint.keras", self.info)
+        atomic_write_json(self.state_path, self.state)
         if self.state["wait"] >= self.patience:
             self.model.stop_training = True
 

@@ -53,10 +53,11 @@ def positive_float(text: str) -> float:
 
 
 def make_parser(prog: str, description: str, *, data: bool = True,
-                run_folder: bool = False) -> OneLineParser:
+                run_folder: bool = False, distribute: bool = False) -> OneLineParser:
     """A parser with the options every command has.
 
-    ``data`` adds ``--data-dir``; ``run_folder`` adds ``--runs-dir/--name/--overwrite``.
+    ``data`` adds ``--data-dir``; ``run_folder`` adds ``--runs-dir/--name/--overwrite``;
+    ``distribute`` adds ``--distribute/--replicas`` (training commands).
     """
     parser = OneLineParser(prog=f"python -m ecgcap.{prog}", description=description,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -77,6 +78,16 @@ def make_parser(prog: str, description: str, *, data: bool = True,
                             help="run folder under --runs-dir (default: made from the options)")
         common.add_argument("--overwrite", action="store_true",
                             help="replace an existing run folder of the same name")
+    if distribute:
+        common.add_argument("--distribute", choices=("none", "mirrored", "multi-worker"),
+                            default="none",
+                            help="mirrored: tf.distribute.MirroredStrategy over the local GPUs "
+                                 "(keras.distribution.DataParallel on jax); multi-worker: "
+                                 "MultiWorkerMirroredStrategy over the hosts in TF_CONFIG. "
+                                 "Training then streams from shards; see the README")
+        common.add_argument("--replicas", type=positive_int, default=None,
+                            help="mirrored: use this many GPUs, or split a GPU-less machine's "
+                                 "CPU into this many logical devices")
     common.add_argument("-q", "--quiet", action="store_true", help="print results only")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -89,11 +100,17 @@ def say(args: argparse.Namespace, *parts: object) -> None:
 
 
 def setup_runtime(args: argparse.Namespace) -> str:
-    """Apply ``--device``, ``--mixed-precision`` and ``--seed``; report the device line."""
-    from ecgcap.runtime.device import configure_device
+    """Apply ``--device``, ``--mixed-precision``, ``--distribute`` (into
+    ``args.distribution``) and ``--seed``; report the device line."""
+    from ecgcap.runtime.device import configure_device, list_gpus
     from ecgcap.runtime.seed import set_seed
 
     line = configure_device(args.device, mixed_precision=args.mixed_precision)
+    if hasattr(args, "distribute"):
+        from ecgcap.runtime.distribute import configure_distribution
+
+        gpus = [] if args.device == "cpu" else list_gpus()
+        args.distribution = configure_distribution(args.distribute, args.replicas, gpus=gpus)
     set_seed(args.seed)
     say(args, line)
     return line
