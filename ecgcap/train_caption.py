@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ecgcap.captioning.config import CaptionTrainConfig as C
 
     parser = make_parser("train_caption", "Train an image captioner (CNN encoder, LSTM decoder).",
-                         run_folder=True)
+                         run_folder=True, distribute=True)
     parser.add_argument("--dataset", default="rsicd",
                         help="rsicd, flickr8k, or a caption file (.json Karpathy or COCO, .jsonl)")
     parser.add_argument("--image-dir", metavar="DIR", default=None,
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "val split for selection; 0 = the val split alone")
     parser.add_argument("--log-gradients", action="store_true",
                         help="log each layer's gradient norm (before clipping) every epoch")
+    parser.add_argument("--pipeline", default="memory", choices=("memory", "shards"),
+                        help="memory decodes the training images into one array; shards decodes "
+                             "them in parallel into NumPy shards and streams batches from them "
+                             "(always used with --distribute)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's last checkpoint")
     return parser
@@ -81,6 +85,10 @@ def _work(args: argparse.Namespace) -> int:
     from ecgcap.captioning import api
 
     report, run_dir = api.train_from_args(args)
+    if "worker" in report:
+        say(args, f"worker {report['worker']} finished after {report['epochs_run']} epochs; "
+                  "the chief writes the model and report")
+        return 0
     print(api.format_training(report))
     say(args, f"model.keras and report.json written to {run_dir}")
     return 0

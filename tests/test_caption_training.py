@@ -127,3 +127,24 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(karpathy, t
     assert a.keys() == b.keys()
     for key in a:
         assert b[key] == pytest.approx(a[key], rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_train_caption_mirrored_over_two_logical_devices_streams_from_shards(karpathy, tmp_path):
+    data = str(karpathy / "dataset_tiny.json")
+    runs = tmp_path / "runs"
+    r = run_module("ecgcap.train_caption", "--dataset", data, "--runs-dir", str(runs),
+                   "--name", "m", "--epochs", "2", "--distribute", "mirrored", "--replicas", "2",
+                   "--device", "cpu", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = runs / "m"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.keras", "model.keras",
+                                                         "report.json"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["distribution"]["replicas"] == 2 and report["epochs_run"] == 2
+    assert report["distribution"]["per_replica_batch"] == 4
+    assert report["config"]["pipeline"] == "shards"
+    assert len(report["history"]["val_cider"]) == 2
+    shown = run_module("ecgcap.caption", "--model", str(run_dir / "model.keras"),
+                       str(karpathy / "images"), "-q")
+    assert shown.returncode == 0 and shown.stdout.strip(), shown.stderr[-2000:]

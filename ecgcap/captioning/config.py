@@ -33,4 +33,5 @@ class CaptionTrainConfig:
     val_images: int | None = None
     val_holdout: float = 0.05
     log_gradients: bool = False
+    pipeline: str = "memory"  # or "shards": stream decoded images from shards (distributed)
     seed: int = 0

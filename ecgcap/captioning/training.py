@@ -25,17 +25,22 @@ from ecgcap.captioning.datasets import CaptionSet, load_captions
 from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import augment, load_images
 from ecgcap.captioning.models import build_captioner
+from ecgcap.captioning.pairs import write_pair_shards
 from ecgcap.captioning.text import Vocabulary, tokenize
 from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
+    backup_epoch,
     gradient_log,
     interrupted,
     restore_rng_states,
+    restored_state,
 )
+from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
+from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 CAPTION_MODEL = "caption"
 _SCENE = re.compile(r"^([A-Za-z]+)_\d+\.\w+$")
@@ -121,14 +126,24 @@ def cider(references: list[list[str]], candidates: list[str]) -> float:
 
 
 class ValidationCider(keras.callbacks.Callback):
-    """Adds ``val_cider`` (greedy captions of the val images) and ``val_distinct`` to the logs."""
+    """Adds ``val_cider`` (greedy captions of the val images) and ``val_distinct`` to the logs.
 
-    def __init__(self, images: np.ndarray, references: list[list[str]]):
+    Under a ``distribution`` the captions come from a single-device copy of the model, so
+    that every worker decodes every val image (and stops early on the same score).
+    """
+
+    def __init__(self, images: np.ndarray, references: list[list[str]],
+                 distribution: Distribution | None = None):
         super().__init__()
         self.images, self.references = images, references
+        self.distributed = distribution is not None and distribution.active
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        captions = CaptionDecoder(self.model).caption(self.images)
+        if self.distributed:
+            with no_distribution():
+                captions = CaptionDecoder(without_optimizer(self.model)).caption(self.images)
+        else:
+            captions = CaptionDecoder(self.model).caption(self.images)
         if logs is not None:
             logs["val_cider"] = cider(self.references, captions)
             logs["val_distinct"] = float(len(set(captions)))
@@ -246,24 +261,81 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
     return train, val
 
 
+def caption_stream(shards: ShardSet, config: CaptionTrainConfig, distribution: Distribution,
+                   first_epoch: int = 0) -> Any:
+    """The training input of a streamed run: every image once per epoch with all its captions,
+    each image flipped / rotated by a draw from ``(seed, epoch, image)``."""
+    import tensorflow as tf
+
+    with_scene = bool((shards.column("scene") >= 0).all())
+
+    def make_batch(ex: dict[str, np.ndarray], keys: np.ndarray, mask: np.ndarray, epoch: int):
+        images = ex["image"]
+        if config.augment:
+            images = np.concatenate([
+                augment(img[None], np.random.default_rng([config.seed, epoch, int(key)]))
+                for img, key in zip(images, keys, strict=True)])
+        caps, weight = ex["captions"], mask.astype(np.float32)
+        y = {"words": caps[:, :, 1:]}
+        w = {"words": np.broadcast_to(weight[:, None, None], y["words"].shape).copy()}
+        if with_scene:
+            y["scene"], w["scene"] = ex["scene"], weight
+        x = {"image": images.astype(np.float32), "caption": caps[:, :, :-1]}
+        return x, y, w  # the filler that completes the last batch weighs 0
+
+    size, (per_image, length) = config.image_size, shards.arrays["captions"]["shape"]
+    words = (None, per_image, length - 1)
+    y_spec = {"words": tf.TensorSpec(words, tf.int32)}
+    w_spec = {"words": tf.TensorSpec(words, tf.float32)}
+    if with_scene:
+        y_spec["scene"] = tf.TensorSpec((None,), tf.int32)
+        w_spec["scene"] = tf.TensorSpec((None,), tf.float32)
+    signature = ({"image": tf.TensorSpec((None, size, size, 3), tf.float32),
+                  "caption": tf.TensorSpec(words, tf.int32)}, y_spec, w_spec)
+    return distribution.dataset(lambda pipeline, pipelines, pieces: stream(
+        shards, make_batch, signature, global_batch=config.batch_size, seed=config.seed,
+        first_epoch=first_epoch, pipeline=pipeline, pipelines=pipelines, pieces=pieces))
+
+
 def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str | None = None,
                     image_dir: str | None = None, resume: bool = False, quiet: bool = False,
                     splits: tuple[CaptionSet, CaptionSet] | None = None,
-                    report=None) -> dict[str, Any]:
+                    report=None, distribution: Distribution | None = None) -> dict[str, Any]:
     """Train on the train split, select on val; write ``model.keras`` and ``report.json``.
 
     ``splits`` are the ``(train, val)`` sets when already loaded (else :func:`load_splits`).
+    With ``distribution`` (or ``config.pipeline == "shards"``) the training images stream from
+    shards decoded in parallel (:mod:`ecgcap.captioning.pairs`); every worker keeps
+    ``keras.callbacks.BackupAndRestore`` files in ``run_dir/backup`` (a restarted run
+    continues from its last whole epoch) and only the chief writes models and the report;
+    other workers return ``{"worker": index, ...}``.
     """
+    dist = distribution or Distribution()
+    streamed = dist.active or config.pipeline == "shards"
+    if config.pipeline not in ("memory", "shards"):
+        raise EcgcapError("unknown pipeline; choose memory or shards",
+                          input=f"--pipeline {config.pipeline}")
+    if streamed:
+        dist.check_batch(config.batch_size)
+        if config.log_gradients:
+            raise EcgcapError("gradient logging runs on the in-memory pipeline on one device",
+                              input="--log-gradients")
     t0 = time.perf_counter()
     train, val = splits or load_splits(config, data_dir=data_dir, image_dir=image_dir,
                                        report=report)
     scenes = scene_classes(train.images) if config.scene_loss > 0 else []
-    train_images = load_images(train.paths(), config.image_size, quiet=quiet)
+    train_images = None if streamed else load_images(train.paths(), config.image_size,
+                                                     quiet=quiet)
     val_images = load_images(val.paths(), config.image_size, quiet=True)
-    prep_seconds = time.perf_counter() - t0
 
-    state = None
-    if resume:
+    state, backup, first_epoch = None, run_dir / "backup", 0
+    if streamed:
+        first_epoch = backup_epoch(backup)  # weights come back in fit (BackupAndRestore)
+        state = restored_state(backup, first_epoch)
+        vocab = Vocabulary.build(train.all_captions(), config.min_count)
+        with dist.scope():
+            model = build_model(config, vocab, scenes)
+    elif resume:
         ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
         if not (ckpt.is_file() and state_file.is_file()):
             raise EcgcapError("--resume given but the run folder has no checkpoint",
@@ -284,28 +356,47 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     scene_index = {s: i for i, s in enumerate(scenes)}
     scene_y = np.array([scene_index[scene_of(f)] for f in train.images], dtype=np.int32) \
         if scenes else None
-    batches = CaptionBatches(train_images, captions, scene_y, config.batch_size,
-                             augment=config.augment, seed=config.seed)
-    checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
-                            state=state)
-    probe_x, probe_y = batches[0]
+    callbacks: list[keras.callbacks.Callback] = [StopOnSignal()]
+    if streamed:
+        shards = write_pair_shards(train.paths(), captions, scene_y, config.image_size,
+                                   quiet=quiet or not dist.is_chief)
+        data = caption_stream(shards, config, dist, first_epoch)
+        example = next(iter(caption_stream(shards, config, Distribution()).take(1)))
+        dist.prepare_fit(model, tuple({k: v.numpy() for k, v in part.items()}
+                                      for part in example))
+        fit = {"steps_per_epoch": steps_per_epoch(len(shards), config.batch_size)}
+        checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
+                                state=state, save_models=dist.is_chief, save_last=False,
+                                state_path=backup / "state.json")
+    else:
+        data = CaptionBatches(train_images, captions, scene_y, config.batch_size,
+                              augment=config.augment, seed=config.seed)
+        probe_x, probe_y = data[0]
+        callbacks.append(EpochCounter(data))
+        fit = {}
+        checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
+                                state=state)
+    callbacks.append(ValidationCider(val_images, val.captions, dist))
+    if not streamed:
+        callbacks += gradient_log(config.log_gradients, probe_x, probe_y["words"], _WordsOnly())
+    callbacks += [HalveOnPlateau(checkpoint, config.learning_rate), checkpoint]
+    if streamed:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
+    prep_seconds = time.perf_counter() - t0
     initial_epoch = checkpoint.state["epoch"]
     t1 = time.perf_counter()
     if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
         try:
-            model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
-                      callbacks=[StopOnSignal(), EpochCounter(batches),
-                                 ValidationCider(val_images, val.captions),
-                                 *gradient_log(config.log_gradients, probe_x,
-                                               probe_y["words"], _WordsOnly()),
-                                 HalveOnPlateau(checkpoint, config.learning_rate),
-                                 checkpoint],
-                      verbose=0 if quiet else 2)
+            model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
+                      callbacks=callbacks, verbose=0 if quiet or not dist.is_chief else 2, **fit)
         except KeyboardInterrupt:
             raise interrupted(run_dir, checkpoint.state) from None
     train_seconds = time.perf_counter() - t1
-    best, _ = load_model(run_dir / "best.keras", (CAPTION_MODEL,))
-    captions_val = CaptionDecoder(best).caption(val_images)
+    if not dist.is_chief:
+        return {"worker": dist.worker, "epochs_run": checkpoint.state["epoch"]}
+    with no_distribution():
+        best, _ = load_model(run_dir / "best.keras", (CAPTION_MODEL,))
+        captions_val = CaptionDecoder(best).caption(val_images)
     result: dict[str, Any] = {
         "config": _config_json(config),
         "images": {"train": len(train), "val": len(val)},
@@ -318,6 +409,9 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
                 "distinct_captions": len(set(captions_val))},
         "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
     }
+    if streamed:
+        result["distribution"] = dist.as_dict(config.batch_size)
+        result["resumed_from_epoch"] = first_epoch
     save_model(without_optimizer(best), run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", result)
     return result

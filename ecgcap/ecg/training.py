@@ -30,7 +30,14 @@ from ecgcap.ecg.dataset import (
 )
 from ecgcap.ecg.models import BUILDERS
 from ecgcap.runtime.batches import ShuffledBatches
-from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, gradient_log, interrupted
+from ecgcap.runtime.checkpoint import (
+    Checkpoint,
+    StopOnSignal,
+    backup_epoch,
+    gradient_log,
+    interrupted,
+    restored_state,
+)
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
@@ -356,23 +363,6 @@ def beat_stream(shards: ShardSet, classes: Sequence[str], weights: dict[int, flo
         first_epoch=first_epoch, pipeline=pipeline, pipelines=pipelines, pieces=pieces))
 
 
-def backup_epoch(backup_dir: Path) -> int:
-    """Epochs finished according to ``keras.callbacks.BackupAndRestore``'s files (0: none)."""
-    meta = Path(backup_dir) / "training_metadata.json"
-    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
-
-
-def _restored_state(backup_dir: Path, epoch: int) -> dict[str, Any] | None:
-    """``state.json`` beside the backup, cut back to the backup's epoch."""
-    path = Path(backup_dir) / "state.json"
-    if not epoch or not path.is_file():
-        return None
-    state = json.loads(path.read_text())
-    state["history"] = {k: v[:epoch] for k, v in state["history"].items()}
-    state["epoch"] = epoch
-    return state
-
-
 def _shard_predictions(model: keras.Model, shards: ShardSet) -> np.ndarray:
     return np.concatenate([
         model.predict(_inputs(shards.shard(i, ("beat", "rr"))), batch_size=1024,
@@ -423,7 +413,7 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
                              np.ones(2, np.float32)))
     info = model_info(config, db)
     checkpoint = Checkpoint(run_dir, info, patience=config.patience,
-                            state=_restored_state(backup, first_epoch),
+                            state=restored_state(backup, first_epoch),
                             save_models=dist.is_chief, save_last=False,
                             state_path=backup / "state.json")
     t1 = time.perf_counter()

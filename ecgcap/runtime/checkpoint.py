@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,20 @@ def interrupted(run_dir: Path, state: dict[str, Any]) -> Exception:
     done = state.get("epoch", 0)
     return EcgcapError(f"interrupted; {done} whole epochs are checkpointed in {run_dir}: "
                        "continue with --resume", input="training", exit_code=130)
+
+
+def backup_epoch(backup_dir: Path) -> int:
+    """Epochs finished according to ``keras.callbacks.BackupAndRestore``'s files (0: none)."""
+    meta = Path(backup_dir) / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+
+
+def restored_state(backup_dir: Path, epoch: int) -> dict[str, Any] | None:
+    """``state.json`` beside the backup, cut back to the backup's epoch."""
+    path = Path(backup_dir) / "state.json"
+    if not epoch or not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    state["history"] = {k: v[:epoch] for k, v in state["history"].items()}
+    state["epoch"] = epoch
+    return state
