@@ -8,7 +8,8 @@ from shards on 8 DS1 records, under ``--distribute none`` and ``mirrored`` over 
 devices; beats per second over epochs 2-3 (epoch 1 includes tracing). Each configuration runs
 in its own process, as the logical devices must be set before TensorFlow starts.
 
-Memory: ``write_beat_shards`` over all 48 mitdb records, then over 480 (each record 10 times
+Memory: ``write_beat_shards`` over the 44 mitdb records of the protocol (the paced ones lack
+MLII), then over 440 (each record 10 times
 under another name), each into a fresh folder, in its own process; the peak resident memory of
 the preparing process and of the largest worker process. Streaming keeps both flat; loading the
 same beats into memory (``load_beats``) is shown for contrast.
@@ -82,7 +83,7 @@ MEMORY = textwrap.dedent("""
         from ecgcap.ecg.databases import get_database
         from ecgcap.ecg.dataset import load_beats, write_beat_shards
         db = get_database("mitdb")
-        records = [r.strip() for r in (data_dir / "RECORDS").read_text().split()]
+        records = [*db.split["train"], *db.split["test"]]  # the 44 records with MLII
         t = time.perf_counter()
         if mode == "shards":
             names = [f"{r}-{k}" for k in range(repeat) for r in records]
@@ -136,7 +137,7 @@ def main() -> None:
         print("\ndata preparation, peak resident memory (MB)")
         print(f"{'records':>7}  {'beats':>7}  {'how':<22}  {'seconds':>7}  {'main':>6}  "
               f"{'worker':>6}")
-        rows = [(1, "shards"), (10, "shards"), (1, "memory")]
+        rows = [(1, "shards"), (10, "shards"), (1, "memory"), (10, "memory")]
         with tempfile.TemporaryDirectory() as tmp:
             for repeat, mode in rows:
                 folder = Path(tmp) / f"shards-{repeat}"

@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log the gradient norm of each layer (before clipping) on a fixed "
                              "validation batch every epoch: history, report.json, plot")
     parser.add_argument("--pipeline", default="memory", choices=("memory", "shards"),
-                        help="mitdb: memory holds the prepared beats in memory; shards prepares "
-                             "records in parallel into NumPy shards and streams batches from "
-                             "them (always used with --distribute)")
+                        help="memory holds the prepared beats or recordings in memory; shards "
+                             "prepares records in parallel into NumPy shards and streams batches "
+                             "from them (always used with --distribute; cinc2017 with --folds "
+                             "then needs --fold K, one fold per job)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's last checkpoint")
     return parser

@@ -104,6 +104,21 @@ def test_a_failing_shard_is_one_line_and_leaves_nothing_half_written(tmp_path):
         write_shard(tmp_path, "uneven", {"a": np.zeros(2), "b": np.zeros(3)})
 
 
+def test_ragged_arrays_come_back_as_lists_in_order(tmp_path):
+    signals = [np.arange(n, dtype=np.float32)[:, None] for n in (5, 0, 3)]
+    write_shard(tmp_path, "a", {"signal": signals, "label": np.array(["N", "A", "O"])})
+    write_shard(tmp_path, "b", {"signal": [np.ones((2, 1), np.float32)],
+                                "label": np.array(["~"])})
+    shards = ShardSet(tmp_path, ["a", "b"])
+    taken = shards.take(np.array([3, 0, 2, 1]))
+    assert taken["label"].tolist() == ["~", "N", "O", "A"]
+    assert [len(s) for s in taken["signal"]] == [2, 5, 3, 0]
+    np.testing.assert_array_equal(taken["signal"][1][:, 0], np.arange(5))
+    assert [len(s) for s in shards.shard(0)["signal"]] == [5, 0, 3]
+    with pytest.raises(ValueError, match="ragged"):
+        shards.column("signal")
+
+
 def test_tf_data_stream_gives_each_worker_its_share_of_every_epoch(tmp_path):
     import tensorflow as tf
 
@@ -127,6 +142,10 @@ def test_tf_data_stream_gives_each_worker_its_share_of_every_epoch(tmp_path):
         assert sorted(ids) == sorted(shards.column("id").tolist())
         per_epoch.append(ids)
     assert per_epoch[0] != per_epoch[1]
+    subset = np.array([0, 5, 20, 9])  # one fold's training examples only
+    data = stream(shards, make_batch, signature, global_batch=4, seed=0, subset=subset)
+    ids = [int(i) for x, m in data.take(1) for i in x.numpy()[m.numpy()]]  # one epoch
+    assert sorted(ids) == sorted(shards.column("id")[subset].tolist())
     with pytest.raises(EcgcapError, match="split evenly over 3 replicas"):
         stream(shards, make_batch, signature, global_batch=8, seed=0, pipelines=3)
 
@@ -186,7 +205,8 @@ def test_train_ecg_refuses_bad_distribution_options_in_one_line(mitdb_dir, tmp_p
         (["--distribute", "multi-worker"], "TF_CONFIG: --distribute multi-worker needs"),
         (["--distribute", "mirrored", "--replicas", "2", "--batch-size", "65"],
          "--batch-size 65: the global batch must split evenly over 2 replicas"),
-        (["--db", "cinc2017", "--distribute", "mirrored"], "available for mitdb"),
+        (["--db", "cinc2017", "--distribute", "mirrored", "--folds", "5"],
+         "--folds 5: streamed (and distributed) cross-validation runs one fold per job"),
     ]:
         result = subprocess.run([sys.executable, "-m", "ecgcap.train_ecg", *common, *args],
                                 capture_output=True, text=True, env=env, timeout=300)

@@ -11,7 +11,6 @@ from ecgcap.ecg import io
 from ecgcap.ecg.databases import get_database
 from ecgcap.ecg.processing import HRV_FEATURES, hrv_features, rr_series
 from ecgcap.ecg.recordings import (
-    RecordingBatches,
     RhythmConfig,
     crop_starts,
     load_recordings,
@@ -20,6 +19,7 @@ from ecgcap.ecg.recordings import (
     read_recording,
     recording_from_signal,
 )
+from ecgcap.ecg.rhythm_training import RecordingBatches
 from ecgcap.runtime.errors import EcgcapError
 
 FEATURE = {name: i for i, name in enumerate(HRV_FEATURES)}

@@ -136,3 +136,21 @@ def test_shipped_rhythm_model_labels_held_out_real_records(cinc2017_dir):
     assert [r["record"] for r in results] == chosen
     right = sum(r["label"] == labels[r["record"]] for r in results)
     assert right >= 9, [(r["record"], labels[r["record"]], r["label"]) for r in results]
+
+
+@pytest.mark.slow
+def test_rhythm_trains_mirrored_over_two_logical_devices_from_shards(small_cinc2017, tmp_path):
+    runs = tmp_path / "runs"
+    result = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir", str(small_cinc2017),
+                        "--folds", "2", "--fold", "2", "--epochs", "2", "--units", "8",
+                        "--batch-size", "8", "--distribute", "mirrored", "--replicas", "2",
+                        "--runs-dir", str(runs), "--name", "m", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "global batch 8 = 2 x 4 per replica" in result.stderr
+    fold = json.loads((runs / "m" / "fold2" / "report.json").read_text())
+    assert fold["distribution"]["replicas"] == 2 and fold["epochs_run"] == 2
+    assert fold["test"]["n"] == 20 and len(fold["history"]["val_score"]) == 2
+    assert not set(fold["records"]["test"]) & set(fold["records"]["train"])
+    top = json.loads((runs / "m" / "report.json").read_text())
+    assert set(top["folds"]) == {"2"} and (runs / "m" / "model.keras").is_file()
+    assert not (runs / "m" / "fold2" / "backup").exists()

@@ -38,12 +38,17 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
         raise EcgcapError("--split, --val-records and --train-records apply to mitdb only; "
                           "use --folds",
                           input=f"--db {args.db}")
-    if args.distribute != "none" or args.pipeline != "memory":
-        raise EcgcapError("distributed and sharded training are available for mitdb (beats); "
-                          "cinc2017 trains on one device", input=f"--db {args.db}")
+    if args.folds and args.fold is None and _pipeline(args) == "shards":
+        raise EcgcapError("streamed (and distributed) cross-validation runs one fold per job; "
+                          "add --fold K", input=f"--folds {args.folds}")
     if args.fold is not None and not args.folds:
         raise EcgcapError("--fold needs --folds", input=f"--fold {args.fold}")
-    return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold)
+    return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold,
+                             pipeline=_pipeline(args))
+
+
+def _pipeline(args: argparse.Namespace) -> str:
+    return "shards" if args.distribute != "none" else args.pipeline
 
 
 def _records(text: str) -> tuple[str, ...]:
@@ -55,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.folds or args.fold is not None:
         raise EcgcapError("--folds and --fold apply to cinc2017 only", input=f"--db {args.db}")
     config = TrainConfig(**_common_options(args), split=args.split,
-                         pipeline="shards" if args.distribute != "none" else args.pipeline)
+                         pipeline=_pipeline(args))
     if args.val_records:
         config = dataclasses.replace(config, val_records=_records(args.val_records))
     if args.train_records:
@@ -69,10 +74,6 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     config = rhythm_config_from_args(args) if db.task == "rhythm" else config_from_args(args)
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
     name = args.name or f"{db.name}-{config.model}-seed{config.seed}"
-    if isinstance(config, RhythmTrainConfig):
-        run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
-        return train_rhythm(config, db, db_dir, run_dir, resume=args.resume,
-                            quiet=args.quiet), run_dir
     dist = getattr(args, "distribution", None) or Distribution()
     if config.pipeline == "shards":
         dist.check_batch(config.batch_size)
@@ -81,8 +82,9 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                                    resume=args.resume)
     else:
         run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
-    report = train_beats(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet,
-                         distribution=dist)
+    train = train_rhythm if isinstance(config, RhythmTrainConfig) else train_beats
+    report = train(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet,
+                   distribution=dist)
     if not dist.is_chief:
         shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
     return report, run_dir

@@ -29,11 +29,12 @@ import wfdb.processing
 
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
-from ecgcap.runtime.batches import ShuffledBatches
+from ecgcap.runtime.device import cpu_threads
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_path
 from ecgcap.runtime.paths import cache_dir
 from ecgcap.runtime.progress import progress
+from ecgcap.runtime.shards import ShardSet, prepare_shards
 
 HRV_WIDTH = len(processing.HRV_FEATURES)
 
@@ -178,39 +179,41 @@ def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return x, mask
 
 
-class RecordingBatches(ShuffledBatches):
-    """Training batches: a random crop per recording, padded with a mask, plus sample weights.
+def recording_shard(task: tuple[list[str], list[str], list[str], RhythmConfig]
+                    ) -> dict[str, Any]:
+    """A chunk of recordings: ``(paths, names, labels, config)`` -> the shard's arrays
+    (``signal`` ragged, one item per recording)."""
+    paths, names, labels, config = task
+    signals, rrs = [], []
+    for path in paths:
+        full = read_recording(path, config)
+        signals.append(full["signal"].astype(np.float32))
+        rrs.append(full["rr"])
+    return {"signal": signals, "rr": np.stack(rrs).astype(np.float32),
+            "label": np.array(labels), "record": np.array(names)}
 
-    Augmentation of the waveform (channel 0) keeps the rhythm true: amplitude scaling
-    (0.8-1.2), polarity flips (hand-held recorders are often held the other way round) and
-    white noise.
-    """
 
-    def __init__(self, signals: Sequence[np.ndarray], rr: np.ndarray, y: np.ndarray,
-                 weights: np.ndarray, batch_size: int, crop: int, *, augment: bool = True,
-                 use_rr: bool = True, seed: int = 0):
-        super().__init__(y, weights, batch_size, seed=seed)
-        self.signals, self.rr, self.crop = list(signals), rr, crop
-        self.augment, self.use_rr = augment, use_rr
-
-    def __getitem__(self, i: int):
-        idx = self.batch_indices(i)
-        rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
-        crops = []
-        for j in idx:
-            s = self.signals[j]
-            start = int(rng.integers(0, len(s) - self.crop + 1)) if len(s) > self.crop else 0
-            crops.append(s[start:start + self.crop])
-        x, mask = pad_batch(crops)
-        if self.augment:
-            n = len(idx)
-            gain = rng.uniform(0.8, 1.2, (n, 1)) * rng.choice([-1.0, 1.0], (n, 1))
-            wave = x[..., 0] * gain + rng.normal(0, 0.05, x.shape[:2])
-            x[..., 0] = (wave * mask).astype(np.float32)
-        inputs = {"signal": x, "mask": mask}
-        if self.use_rr:
-            inputs["rr"] = self.rr[idx]
-        return inputs, self.y[idx], self.w[idx]
+def write_recording_shards(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
+                           config: RhythmConfig = RhythmConfig(), *, chunk: int = 256,
+                           folder: str | os.PathLike | None = None, workers: int | None = None,
+                           quiet: bool = False) -> ShardSet:
+    """Prepare ``records`` (with their reference labels) into shards of ``chunk`` recordings,
+    in parallel, skipping finished shards; the :class:`ShardSet` keeps ``records``' order."""
+    labels = io.read_reference(Path(db_dir) / (db.reference or "REFERENCE.csv"), db.classes)
+    missing = [r for r in records if r not in labels]
+    if missing:
+        raise EcgcapError(f"{len(missing)} records have no reference label (first: {missing[0]})",
+                          input=str(Path(db_dir) / (db.reference or "")))
+    records = list(records)
+    key = hashlib.sha256("\n".join(records).encode()).hexdigest()[:12]
+    folder = Path(folder) if folder else cache_dir() / db.name / config.key() / f"shards-{key}"
+    tasks = []
+    for start in range(0, len(records), chunk):
+        names = records[start:start + chunk]
+        tasks.append((f"{start:08d}", ([str(Path(db_dir) / n) for n in names], names,
+                                       [labels[n] for n in names], config)))
+    return prepare_shards(tasks, recording_shard, folder, workers=workers or cpu_threads(),
+                          quiet=quiet, label=f"preparing {db.name} recordings:")
 
 
 def uses_rr(model: Any) -> bool:
@@ -219,9 +222,13 @@ def uses_rr(model: Any) -> bool:
 
 
 def predict_recordings(model: Any, signals: Sequence[np.ndarray], rr: np.ndarray,
-                       config: RhythmConfig = RhythmConfig(), batch_size: int = 32
-                       ) -> np.ndarray:
-    """Class probabilities per recording: the mean over its evaluation crops."""
+                       config: RhythmConfig = RhythmConfig(), batch_size: int = 32,
+                       predict: Any = None) -> np.ndarray:
+    """Class probabilities per recording: the mean over its evaluation crops.
+
+    ``predict(inputs)`` replaces ``model.predict_on_batch`` (e.g. under a distribution).
+    """
+    predict = predict or model.predict_on_batch
     pieces, owner = [], []
     for i, s in enumerate(signals):
         for start in crop_starts(len(s), config.crop, config.stride):
@@ -236,7 +243,7 @@ def predict_recordings(model: Any, signals: Sequence[np.ndarray], rr: np.ndarray
         inputs = {"signal": x, "mask": mask}
         if uses_rr(model):
             inputs["rr"] = rr[owner_arr[idx]]
-        p = np.asarray(model.predict_on_batch(inputs))
+        p = np.asarray(predict(inputs))
         if probs is None:
             probs = np.zeros((len(pieces), p.shape[-1]), dtype=np.float64)
         probs[idx] = p

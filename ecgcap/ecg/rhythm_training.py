@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,64 @@ from ecgcap.ecg.databases import Database
 from ecgcap.ecg.models import BUILDERS
 from ecgcap.ecg.recordings import (
     HRV_WIDTH,
-    RecordingBatches,
     RhythmConfig,
     load_recordings,
     pad_batch,
     predict_recordings,
+    write_recording_shards,
 )
 from ecgcap.ecg.training import class_weights
-from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, gradient_log, interrupted
+from ecgcap.runtime.batches import ShuffledBatches
+from ecgcap.runtime.checkpoint import (
+    Checkpoint,
+    StopOnSignal,
+    backup_epoch,
+    gradient_log,
+    interrupted,
+    restored_state,
+)
+from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
+from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
+
+
+class RecordingBatches(ShuffledBatches):
+    """Training batches: a random crop per recording, padded with a mask, plus sample weights.
+
+    Augmentation of the waveform (channel 0) keeps the rhythm true: amplitude scaling
+    (0.8-1.2), polarity flips (hand-held recorders are often held the other way round) and
+    white noise.
+    """
+
+    def __init__(self, signals: Sequence[np.ndarray], rr: np.ndarray, y: np.ndarray,
+                 weights: np.ndarray, batch_size: int, crop: int, *, augment: bool = True,
+                 use_rr: bool = True, seed: int = 0):
+        super().__init__(y, weights, batch_size, seed=seed)
+        self.signals, self.rr, self.crop = list(signals), rr, crop
+        self.augment, self.use_rr = augment, use_rr
+
+    def __getitem__(self, i: int):
+        idx = self.batch_indices(i)
+        rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
+        crops = []
+        for j in idx:
+            s = self.signals[j]
+            start = int(rng.integers(0, len(s) - self.crop + 1)) if len(s) > self.crop else 0
+            crops.append(s[start:start + self.crop])
+        x, mask = pad_batch(crops)
+        if self.augment:
+            n = len(idx)
+            gain = rng.uniform(0.8, 1.2, (n, 1)) * rng.choice([-1.0, 1.0], (n, 1))
+            wave = x[..., 0] * gain + rng.normal(0, 0.05, x.shape[:2])
+            x[..., 0] = (wave * mask).astype(np.float32)
+        inputs = {"signal": x, "mask": mask}
+        if self.use_rr:
+            inputs["rr"] = self.rr[idx]
+        return inputs, self.y[idx], self.w[idx]
+
+
 
 RHYTHM_MODEL = "ecg-rhythm"
 
@@ -64,6 +112,7 @@ class RhythmTrainConfig:
     augment: bool = True
     patience: int = 6
     log_gradients: bool = False
+    pipeline: str = "memory"    # or "shards": stream from shards (always when distributed)
     folds: int = 0              # 0: one split; k >= 2: k-fold cross-validation
     fold: int | None = None     # with folds: run only this fold (1..k)
     test_fraction: float = 0.2  # one split only
@@ -109,13 +158,20 @@ def _part_size(n: int, n_classes: int, fraction: float) -> int:
 class ValidationScore(keras.callbacks.Callback):
     """Adds ``val_score`` (challenge score on the validation recordings, crops averaged)."""
 
-    def __init__(self, signals, rr: np.ndarray, y: np.ndarray, classes, config: RhythmConfig):
+    def __init__(self, signals, rr: np.ndarray, y: np.ndarray, classes, config: RhythmConfig,
+                 distribution: Distribution | None = None):
         super().__init__()
         self.signals, self.rr, self.y = signals, rr, y
         self.classes, self.config = tuple(classes), config
+        self.distribution = distribution if distribution and distribution.active else None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        probs = predict_recordings(self.model, self.signals, self.rr, self.config)
+        predict = None
+        if self.distribution is not None:  # every worker scores every recording itself
+            def predict(inputs):
+                return self.distribution.predict(self.model, inputs, len(inputs["mask"]))
+        probs = predict_recordings(self.model, self.signals, self.rr, self.config,
+                                   predict=predict)
         report = evaluation.challenge_report(self.y, probs.argmax(-1), self.classes)
         if logs is not None:
             logs["val_score"] = float(report["score"] or 0.0)
@@ -238,13 +294,21 @@ def _summary(values: list[float | None]) -> dict[str, float | None]:
 
 
 def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir: Path, *,
-                 resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+                 resume: bool = False, quiet: bool = False,
+                 distribution: Distribution | None = None) -> dict[str, Any]:
     """Train and evaluate on one split or on k folds; return (and write) the report.
 
     With folds, each fold lives in ``run_dir/foldK`` and the top-level report holds the
     per-fold scores, their mean and spread, and the test predictions of all folds pooled; the
-    top-level ``model.keras`` is the fold model with the best validation score.
+    top-level ``model.keras`` is the fold model with the best validation score. With
+    ``distribution`` (or ``config.pipeline == "shards"``) see :func:`train_rhythm_streamed`.
     """
+    if (distribution is not None and distribution.active) or config.pipeline == "shards":
+        return train_rhythm_streamed(config, db, db_dir, run_dir, quiet=quiet,
+                                     distribution=distribution)
+    if config.pipeline != "memory":
+        raise EcgcapError("unknown pipeline; choose memory or shards",
+                          input=f"--pipeline {config.pipeline}")
     if resume and not config.folds and not (run_dir / "checkpoint.keras").is_file():
         raise EcgcapError("--resume given but the run folder has no checkpoint",
                           input=str(run_dir), exit_code=EXIT_USAGE)
@@ -273,6 +337,12 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
             print(f"fold {k} of {config.folds}", flush=True)
         fold_reports[k] = train_part(config, db, data, splits[k - 1], fold_dir,
                                      resume=resume, quiet=quiet)
+    return _folds_report(config, db, fold_reports, data, run_dir, prep_seconds)
+
+
+def _folds_report(config: RhythmTrainConfig, db: Database, fold_reports: dict[int, Any],
+                  data: dict[str, Any], run_dir: Path, prep_seconds: float) -> dict[str, Any]:
+    """The top-level report of a cross-validation run (written with the best fold's model)."""
     ref = [c for r in fold_reports.values() for c in _labels_of(r, data, "test")]
     pred = [c for r in fold_reports.values() for c in r["test_predictions"]]
     best_fold = max(fold_reports, key=lambda k: fold_reports[k]["val"]["score"] or 0.0)
@@ -297,6 +367,150 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
     atomic_write_json(run_dir / "report.json", report)
     plots.plot_confusion(report["test"], run_dir / "confusion.png")
     return report
+
+
+def recording_stream(shards: ShardSet, subset: np.ndarray, classes: Sequence[str],
+                     weights: dict[int, float], config: RhythmTrainConfig,
+                     distribution: Distribution, first_epoch: int = 0) -> Any:
+    """The training input of a streamed rhythm run: :class:`RecordingBatches`' random crops
+    and augmentation, drawn per recording from ``(seed, epoch, recording)``."""
+    import tensorflow as tf
+
+    to_index = {c: i for i, c in enumerate(classes)}
+    per_class = np.array([weights[i] for i in range(len(classes))], dtype=np.float32)
+    crop = config.rhythm.crop
+
+    def make_batch(ex: dict[str, Any], keys: np.ndarray, mask: np.ndarray, epoch: int):
+        crops, gains, rngs = [], [], []
+        for signal, key in zip(ex["signal"], keys, strict=True):
+            rng = np.random.default_rng([config.seed, epoch, int(key)])
+            start = int(rng.integers(0, len(signal) - crop + 1)) if len(signal) > crop else 0
+            crops.append(signal[start:start + crop])
+            gains.append(rng.uniform(0.8, 1.2) * rng.choice([-1.0, 1.0]))
+            rngs.append(rng)
+        x, m = pad_batch(crops)
+        if config.augment:
+            for j, rng in enumerate(rngs):
+                wave = x[j, :, 0] * gains[j] + rng.normal(0, 0.05, x.shape[1])
+                x[j, :, 0] = (wave * m[j]).astype(np.float32)
+        inputs = {"signal": x, "mask": m}
+        if config.hrv:
+            inputs["rr"] = ex["rr"]
+        y = np.array([to_index[c] for c in ex["label"]], dtype=np.int64)
+        return inputs, y, per_class[y] * mask.astype(np.float32)
+
+    x_spec = {"signal": tf.TensorSpec((None, None, config.rhythm.channels), tf.float32),
+              "mask": tf.TensorSpec((None, None), tf.float32)}
+    if config.hrv:
+        x_spec["rr"] = tf.TensorSpec((None, HRV_WIDTH), tf.float32)
+    signature = (x_spec, tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.float32))
+    return distribution.dataset(lambda pipeline, pipelines, pieces: stream(
+        shards, make_batch, signature, global_batch=config.batch_size, seed=config.seed,
+        first_epoch=first_epoch, pipeline=pipeline, pipelines=pipelines, pieces=pieces,
+        subset=subset))
+
+
+def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir: Path,
+                          *, quiet: bool = False, distribution: Distribution | None = None
+                          ) -> dict[str, Any]:
+    """:func:`train_rhythm` on recordings streamed from shards, on one device or distributed.
+
+    One split, or one fold (``--fold K``: each fold is its own job). Every worker keeps
+    ``keras.callbacks.BackupAndRestore`` files in ``backup/`` (a restarted run continues from
+    its last whole epoch); only the chief writes models, reports and plots; the other workers
+    return ``{"worker": index, ...}``.
+    """
+    dist = distribution or Distribution()
+    if config.folds and config.fold is None:
+        raise EcgcapError("streamed (and distributed) cross-validation runs one fold per job; "
+                          "add --fold K", input=f"--folds {config.folds}")
+    if config.log_gradients and dist.active:
+        raise EcgcapError("gradient logging runs on one device; drop --distribute",
+                          input="--log-gradients")
+    dist.check_batch(config.batch_size)
+    t0 = time.perf_counter()
+    shards = write_recording_shards(db_dir, db, io.list_records(db_dir), config.rhythm,
+                                    quiet=quiet or not dist.is_chief)
+    prep_seconds = time.perf_counter() - t0
+    data = {"label": shards.column("label"), "record": shards.column("record")}
+    split = stratified_splits(data["label"], config)[(config.fold or 1) - 1]
+    part_dir = run_dir / f"fold{config.fold}" if config.folds else run_dir
+    classes = db.classes
+    to_index = {c: i for i, c in enumerate(classes)}
+    y = {k: np.array([to_index[c] for c in data["label"][v]], dtype=np.int64)
+         for k, v in split.items()}
+    weights = class_weights(y["train"], len(classes), config.class_weight_power)
+    val = shards.take(split["val"], ("signal", "rr"))
+
+    backup = part_dir / "backup"
+    first_epoch = backup_epoch(backup)
+    with dist.scope():
+        model = build_model(config, len(classes))
+        if config.hrv:
+            model.get_layer("rr_norm").adapt(shards.column("rr")[split["train"]])
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate,
+                                                      clipnorm=config.clipnorm),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    example = next(iter(recording_stream(shards, split["train"], classes, weights, config,
+                                         Distribution()).take(1)))
+    dist.prepare_fit(model, tuple(tf_to_numpy(part) for part in example))
+    info = model_info(config, db)
+    checkpoint = Checkpoint(part_dir, info, monitor="val_score", patience=config.patience,
+                            state=restored_state(backup, first_epoch),
+                            save_models=dist.is_chief, save_last=False,
+                            state_path=backup / "state.json")
+    t1 = time.perf_counter()
+    if first_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
+        try:
+            model.fit(
+                recording_stream(shards, split["train"], classes, weights, config, dist,
+                                 first_epoch),
+                epochs=config.epochs, initial_epoch=first_epoch, shuffle=False,
+                steps_per_epoch=steps_per_epoch(len(split["train"]), config.batch_size),
+                callbacks=[StopOnSignal(),
+                           ValidationScore(val["signal"], val["rr"], y["val"], classes,
+                                           config.rhythm, distribution=dist),
+                           checkpoint,
+                           keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
+                verbose=0 if quiet or not dist.is_chief else 2)
+        except KeyboardInterrupt:
+            raise interrupted(part_dir, checkpoint.state) from None
+    train_seconds = time.perf_counter() - t1
+    if not dist.is_chief:
+        return {"worker": dist.worker, "epochs_run": checkpoint.state["epoch"]}
+    report: dict[str, Any] = {
+        "config": _config_json(config),
+        "classes": list(classes),
+        "class_weights": {classes[i]: w for i, w in weights.items()},
+        "records": {k: data["record"][v].tolist() for k, v in split.items()},
+        "best_epoch": checkpoint.state["best_epoch"],
+        "epochs_run": checkpoint.state["epoch"],
+        "history": checkpoint.state["history"],
+        "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
+        "distribution": dist.as_dict(config.batch_size),
+        "resumed_from_epoch": first_epoch,
+    }
+    with no_distribution():
+        best, _ = load_model(part_dir / "best.keras", (RHYTHM_MODEL,))
+        for part in ("val", "test"):
+            p = val if part == "val" else shards.take(split["test"], ("signal", "rr"))
+            probs = predict_recordings(best, p["signal"], p["rr"], config.rhythm)
+            report[part] = evaluation.challenge_report(y[part], probs.argmax(-1), classes)
+            report[f"{part}_predictions"] = [classes[i] for i in probs.argmax(-1)]
+    save_model(best, part_dir / "model.keras", info)
+    atomic_write_json(part_dir / "report.json", report)
+    plots.plot_confusion(report["test"], part_dir / "confusion.png")
+    plots.plot_learning_curves(report["history"], part_dir / "learning_curves.png")
+    if config.folds:
+        return _folds_report(config, db, {config.fold: report}, data, run_dir, prep_seconds)
+    return report
+
+
+def tf_to_numpy(structure: Any) -> Any:
+    """A batch drawn from a ``tf.data`` stream, as NumPy (dicts kept)."""
+    if isinstance(structure, dict):
+        return {k: np.asarray(v) for k, v in structure.items()}
+    return np.asarray(structure)
 
 
 def _labels_of(report: dict[str, Any], data: dict[str, Any], part: str) -> list[str]:

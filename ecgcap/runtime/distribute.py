@@ -312,8 +312,9 @@ def streamed_run_dir(name: str, runs_dir: str | os.PathLike, distribution: Distr
     if not distribution.is_chief:
         own = f"{name}.worker-{distribution.worker}"
         return make_run_dir(own, runs_dir, resume=(Path(runs_dir) / own).is_dir())
-    has_backup = (Path(runs_dir) / name / "backup").is_dir()
+    folder = Path(runs_dir) / name
+    has_backup = (folder / "backup").is_dir() or any(folder.glob("*/backup"))  # or a fold's
     if resume and not has_backup:
         raise EcgcapError("--resume given but the run folder holds no backup of an unfinished "
-                          "run", input=str(Path(runs_dir) / name))
+                          "run", input=str(folder))
     return make_run_dir(name, runs_dir, overwrite=overwrite, resume=has_backup)

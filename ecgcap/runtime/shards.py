@@ -30,8 +30,13 @@ from ecgcap.runtime.progress import progress
 INDEX = "index.json"
 
 
-def write_shard(folder: str | os.PathLike, name: str, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` (equal first dimension) as shard ``name``, atomically."""
+def write_shard(folder: str | os.PathLike, name: str,
+                arrays: dict[str, np.ndarray | list[np.ndarray]]) -> Path:
+    """Write ``arrays`` (equal first dimension) as shard ``name``, atomically.
+
+    A list of arrays is a ragged array (e.g. recordings of different lengths): stored
+    concatenated, with the offsets of its items, and read back as a list.
+    """
     folder = Path(folder)
     counts = {len(a) for a in arrays.values()}
     if len(counts) != 1:
@@ -41,9 +46,15 @@ def write_shard(folder: str | os.PathLike, name: str, arrays: dict[str, np.ndarr
     try:
         spec = {}
         for key, value in arrays.items():
+            ragged = isinstance(value, list)
+            if ragged:
+                lengths = [len(v) for v in value]
+                np.save(tmp / f"{key}.offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+                value = np.concatenate(value) if value else np.zeros(0)
             value = np.ascontiguousarray(value)
             np.save(tmp / f"{key}.npy", value, allow_pickle=False)
-            spec[key] = {"dtype": value.dtype.str, "shape": list(value.shape[1:])}
+            spec[key] = {"dtype": value.dtype.str, "shape": list(value.shape[1:]),
+                         "ragged": ragged}
         (tmp / INDEX).write_text(json.dumps({"count": counts.pop(), "arrays": spec}))
         os.chmod(tmp, 0o777 & ~_umask())
         try:
@@ -147,22 +158,39 @@ class ShardSet:
             self._maps[shard, key] = np.load(path, mmap_mode="r", allow_pickle=False)
         return self._maps[shard, key]
 
-    def shard(self, i: int, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """All of shard ``i`` (in memory)."""
-        return {k: np.array(self._array(i, k)) for k in keys or self.arrays}
+    def _ragged(self, shard: int, key: str, rows: np.ndarray) -> list[np.ndarray]:
+        offsets = self._array(shard, f"{key}.offsets")
+        values = self._array(shard, key)
+        return [np.array(values[offsets[r]:offsets[r + 1]]) for r in rows]
+
+    def shard(self, i: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """All of shard ``i`` (in memory; ragged arrays as lists)."""
+        return {k: self._ragged(i, k, np.arange(self.counts[i])) if self.arrays[k].get("ragged")
+                else np.array(self._array(i, k)) for k in keys or self.arrays}
 
     def column(self, key: str) -> np.ndarray:
         """One array over every example (for small per-example arrays: labels, features)."""
+        if self.arrays[key].get("ragged"):
+            raise ValueError(f"{key} is ragged; read it with take() or shard()")
         return np.concatenate([self._array(i, key) for i in range(len(self.names))])
 
-    def take(self, indices: np.ndarray, keys: Sequence[str] | None = None
-             ) -> dict[str, np.ndarray]:
-        """The examples at ``indices`` (global positions), in that order."""
+    def take(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """The examples at ``indices`` (global positions), in that order (ragged: lists)."""
         indices = np.asarray(indices, dtype=np.int64)
         shard = np.searchsorted(self.offsets, indices, side="right") - 1
-        out = {}
+        out: dict[str, Any] = {}
         for key in keys or self.arrays:
             spec = self.arrays[key]
+            if spec.get("ragged"):
+                items: list[Any] = [None] * len(indices)
+                for s in np.unique(shard):
+                    rows = np.flatnonzero(shard == s)
+                    for r, item in zip(rows, self._ragged(int(s), key,
+                                                          indices[rows] - self.offsets[s]),
+                                       strict=True):
+                        items[r] = item
+                out[key] = items
+                continue
             values = np.empty((len(indices), *spec["shape"]), dtype=np.dtype(spec["dtype"]))
             for s in np.unique(shard):
                 rows = np.flatnonzero(shard == s)
@@ -198,13 +226,16 @@ def pipeline_pieces(batch: np.ndarray, pipeline: int, pipelines: int, pieces: in
 def stream(shards: ShardSet, make_batch: Callable[[dict[str, np.ndarray], np.ndarray,
                                                    np.ndarray, int], Any],
            signature: Any, *, global_batch: int, seed: int, first_epoch: int = 0,
-           pipeline: int = 0, pipelines: int = 1, pieces: int = 1) -> Any:
+           pipeline: int = 0, pipelines: int = 1, pieces: int = 1,
+           subset: np.ndarray | None = None) -> Any:
     """An endless ``tf.data`` stream of pipeline ``pipeline``'s per-replica batches.
 
     Epoch after epoch from ``first_epoch`` (train with ``steps_per_epoch``), each global batch
     of :func:`epoch_plan` is cut into ``pipelines * pieces`` equal slices and this pipeline
     yields its ``pieces`` in turn. ``make_batch(examples, indices, mask, epoch)`` turns the
     examples of a slice into what the model trains on (``signature`` describes it).
+    ``subset`` restricts the epochs to those positions of ``shards`` (e.g. one fold's
+    training recordings).
     """
     import tensorflow as tf
 
@@ -214,8 +245,10 @@ def stream(shards: ShardSet, make_batch: Callable[[dict[str, np.ndarray], np.nda
 
     def generate() -> Iterator[Any]:
         epoch = first_epoch
+        positions = np.arange(len(shards)) if subset is None else np.asarray(subset)
         while True:
-            indices, mask = epoch_plan(len(shards), global_batch, seed, epoch)
+            indices, mask = epoch_plan(len(positions), global_batch, seed, epoch)
+            indices = positions[indices]
             rows = np.arange(global_batch)
             for idx, m in zip(indices, mask, strict=True):
                 for piece in pipeline_pieces(rows, pipeline, pipelines, pieces):
