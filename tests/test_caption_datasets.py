@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ecgcap.captioning.datasets import (
     load_captions,
@@ -155,3 +159,58 @@ def test_val_holdout_is_stratified_by_scene_and_disjoint(rsicd_dir):
     assert len(held) >= 400 and len(scenes) == 26  # every training-only scene is represented
     plain_train, plain_val = load_splits(CaptionTrainConfig(val_holdout=0), data_dir=str(rsicd_dir))
     assert (len(plain_train), len(plain_val)) == (8736, 1092)
+
+
+_VALID_FLICKR = st.builds(lambda k, c: f"a.jpg#{k}\t{c}".encode(), st.integers(0, 9),
+                          st.text(alphabet="abc xyz", min_size=1, max_size=20))
+_VALID_JSONL = st.builds(lambda c: json.dumps({"filename": "a.jpg", "captions": c}).encode(),
+                         st.lists(st.text(max_size=15), max_size=3))
+
+
+def _check_parsed(data, valid_captions: int) -> None:
+    for caps in data.captions:
+        assert caps and all(isinstance(c, str) and c == c.strip() and c for c in caps)
+    kept = sum(len(c) for f, c in zip(data.images, data.captions, strict=True) if f == "a.jpg")
+    assert kept >= valid_captions  # random lines may add captions, never remove valid ones
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(st.one_of(st.binary(max_size=40), _VALID_FLICKR), max_size=12),
+       split=st.lists(st.one_of(st.binary(max_size=12), st.just(b"a.jpg")), max_size=4))
+def test_flickr8k_parser_survives_any_bytes(lines, split):
+    """Any token file and split list: the result or one EcgcapError, never another error;
+    every kept caption is clean text; no well-formed caption line is lost."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "images").mkdir()
+        (folder / "images" / "a.jpg").write_bytes(b"")
+        (folder / "Flickr8k.token.txt").write_bytes(b"\n".join(lines))
+        (folder / "Flickr_8k.trainImages.txt").write_bytes(b"\n".join([*split, b"a.jpg"]))
+        reports: list[str] = []
+        try:
+            data = read_flickr8k(folder, "train", report=reports.append)
+        except EcgcapError:
+            return
+        valid = sum(1 for raw in lines if re.fullmatch(rb"a\.jpg#\d\t *[abcxyz][abc xyz]*", raw))
+        _check_parsed(data, valid)
+        assert all("\n" not in r for r in reports)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(st.one_of(st.binary(max_size=40), _VALID_JSONL), max_size=12))
+def test_jsonl_parser_survives_any_bytes(lines):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "images").mkdir()
+        (folder / "images" / "a.jpg").write_bytes(b"")
+        (folder / "captions.jsonl").write_bytes(b"\n".join(lines))
+        reports: list[str] = []
+        try:
+            data = read_jsonl(folder / "captions.jsonl", folder / "images",
+                              report=reports.append)
+        except EcgcapError:
+            return
+        valid = sum(sum(1 for c in json.loads(raw)["captions"] if c.strip())
+                    for raw in lines if raw.startswith(b'{"filename": "a.jpg"'))
+        _check_parsed(data, valid)
+        assert all("\n" not in r for r in reports)

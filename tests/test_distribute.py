@@ -349,10 +349,18 @@ def test_multi_worker_two_processes_train_and_only_the_chief_writes(mitdb_dir, t
 def test_a_killed_worker_is_restarted_and_the_run_finishes_from_the_backup(mitdb_dir, tmp_path):
     runs, epochs = tmp_path / "runs", 4
     procs = _start_workers(mitdb_dir, runs, epochs, tmp_path, _free_ports(2))
-    meta = runs / "mw" / "backup" / "training_metadata.json"
+    backups = [runs / "mw" / "backup", runs / "mw.worker-1" / "backup"]
+
+    def backed_up(folder: Path) -> bool:
+        meta = folder / "training_metadata.json"
+        try:
+            return json.loads(meta.read_text()).get("epoch", 0) >= 1
+        except (OSError, ValueError):  # not there yet, or being written
+            return False
+
     deadline = time.time() + 400
     while time.time() < deadline and all(p.poll() is None for p in procs):
-        if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 1:
+        if all(backed_up(b) for b in backups):  # both workers finished epoch 1
             break
         time.sleep(0.05)
     assert all(p.poll() is None for p in procs), "the run ended before a worker could be killed"

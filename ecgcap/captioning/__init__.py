@@ -1,7 +1,8 @@
 """The captioning wing: caption data, a CNN encoder + LSTM decoder, decoding, training, scores.
 
 It imports only :mod:`ecgcap.runtime`, never :mod:`ecgcap.ecg`. Submodules: ``text``
-(vocabulary), ``datasets`` (caption formats), ``images`` (Pillow), ``layers`` and ``models``
+(vocabulary), ``datasets`` (caption formats), ``images`` (Pillow), ``pairs`` (caption shards
+for streamed training), ``layers`` and ``models``
 (builders), ``decoding`` (greedy, beam), ``training``, ``evaluation`` (pycocoevalcap,
 baselines), ``inference`` (captioning files).
 """

@@ -215,7 +215,17 @@ def read_flickr8k(folder: str | os.PathLike, split: str = "train", *,
         captions.setdefault(match.group(1), []).extend(_clean([caption]))
     if bad:
         report(f"{token_file}: {len(bad)} lines skipped (first: {bad[0]})")
-    names = [s.strip() for s in split_file.read_text(encoding="utf-8").splitlines() if s.strip()]
+    names, undecodable = [], 0
+    for raw in split_file.read_bytes().splitlines():
+        try:
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            undecodable += 1
+            continue
+        if name:
+            names.append(name)
+    if undecodable:
+        report(f"{split_file}: {undecodable} lines are not UTF-8; skipped")
     pairs = {name: captions.get(name, []) for name in names}
     return _finish(f"flickr8k-{split}", Path(image_dir or folder / "images"), split_file, pairs,
                    report)

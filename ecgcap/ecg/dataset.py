@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,10 +102,15 @@ def prepare_record(path: str | os.PathLike, db: Database, config: BeatConfig
     record = io.read_record(path)
     x = processing.select_lead(io.signal_of(record), record.sig_name, config.lead)
     ann = io.read_annotation(path, db.annotator or "atr")
+    if unknown := processing.unknown_symbols(ann.symbol):
+        warnings.warn(f"{path}: {processing.describe_ignored(unknown)}", stacklevel=2)
     classes = processing.aami_classes(ann.symbol, db.label_map)
     is_beat = classes != ""
     peaks = np.asarray(ann.sample)[is_beat]
     inside = (peaks >= 0) & (peaks < len(x))
+    if not inside.all():
+        warnings.warn(f"{path}: {int((~inside).sum())} beat annotations outside the signal "
+                      "ignored", stacklevel=2)
     peaks, labels = peaks[inside], classes[is_beat][inside]
     out = beats_from_signal(x, record.fs, peaks, config)
     kept = out.pop("kept")

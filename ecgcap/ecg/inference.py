@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ def beat_positions(record: wfdb.Record, path: str | os.PathLike | None, annotati
         raise EcgcapError("an in-memory record has no annotation file; use --annotations xqrs",
                           input=record.record_name)
     ann = io.read_annotation(path, annotations)
+    if unknown := processing.unknown_symbols(ann.symbol):
+        warnings.warn(f"{path}.{annotations}: {processing.describe_ignored(unknown)}",
+                      stacklevel=2)
     beats = processing.aami_classes(ann.symbol) != ""
     peaks = np.asarray(ann.sample)[beats]
     outside = (peaks < 0) | (peaks >= record.sig_len)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,32 +50,54 @@ def fix_header_text(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def _wfdb_readable(base: Path) -> Iterator[str]:
+    """The record name wfdb should read: ``base`` itself, or a temporary copy of its header
+    with a CinC 2017 style date rewritten (the signal files linked beside it)."""
+    header = base.with_suffix(".hea")
+    text = header.read_text(errors="replace")
+    fixed = fix_header_text(text)
+    if fixed == text:
+        yield str(base)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / header.name).write_text(fixed)
+        for f in base.parent.glob(base.name + ".*"):
+            if f.suffix != ".hea":
+                os.symlink(f.resolve(), Path(tmp) / f.name)
+        yield str(Path(tmp) / base.name)
+
+
 def read_record(path: str | os.PathLike) -> wfdb.Record:
     """Read a WFDB record (``path`` without extension, or its ``.hea``) with physical units.
 
-    Copes with the ISO dates of the CinC 2017 headers. Errors name the record and the problem.
+    Copes with the ISO dates of the CinC 2017 headers. Errors name the record and the problem:
+    a header wfdb cannot parse, a missing signal file, or a signal file that does not match
+    its header (truncated, or another length, format or number of signals).
     """
     base = _record_base(path)
     header = base.with_suffix(".hea")
     if not header.is_file():
         what = "no such record folder" if not base.parent.is_dir() else "no header file (.hea)"
         raise EcgcapError(what, input=str(base))
-    text = header.read_text(errors="replace")
-    fixed = fix_header_text(text)
-    try:
-        if fixed == text:
-            return wfdb.rdrecord(str(base))
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / header.name).write_text(fixed)
-            for f in base.parent.glob(base.name + ".*"):
-                if f.suffix != ".hea":
-                    os.symlink(f.resolve(), Path(tmp) / f.name)
-            return wfdb.rdrecord(str(Path(tmp) / base.name))
-    except FileNotFoundError as exc:
-        raise EcgcapError(f"signal file missing ({Path(exc.filename or '').name})",
-                          input=str(base)) from None
-    except (ValueError, IndexError, OSError) as exc:
-        raise EcgcapError(f"unreadable record ({exc})", input=str(base)) from None
+    with _wfdb_readable(base) as name:
+        try:
+            wfdb.rdheader(name)
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+            raise EcgcapError(f"unreadable header ({exc})", input=str(header)) from None
+        try:
+            return wfdb.rdrecord(name)
+        except FileNotFoundError as exc:
+            raise EcgcapError(f"signal file missing ({Path(exc.filename or '').name})",
+                              input=str(base)) from None
+        except (ValueError, IndexError) as exc:
+            # wfdb reads samples by the header's length, format and signal count, so a short
+            # or mismatched signal file surfaces here ("Samples were not loaded correctly")
+            raise EcgcapError("the signal file does not match its header (truncated, or "
+                              f"another length, format or number of signals): {exc}",
+                              input=str(base)) from None
+        except OSError as exc:
+            raise EcgcapError(f"unreadable record ({exc})", input=str(base)) from None
 
 
 def read_annotation(path: str | os.PathLike, extension: str = "atr") -> wfdb.Annotation:

@@ -210,3 +210,24 @@ def aami_classes(symbols: Sequence[str], label_map: dict[str, str] | None = None
 
         label_map = AAMI_MAP
     return np.array([label_map.get(s, "") for s in symbols], dtype="<U1")
+
+
+def unknown_symbols(symbols: Sequence[str]) -> dict[str, int]:
+    """Annotation symbols outside WFDB's table of standard codes, with their counts.
+
+    They are neither beats nor known events; the pipelines ignore them and say how many.
+    """
+    from wfdb.io.annotation import ann_label_table
+
+    known = set(ann_label_table["symbol"])
+    counts: dict[str, int] = {}
+    for s in symbols:
+        if s not in known:
+            counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+def describe_ignored(unknown: dict[str, int]) -> str:
+    """``"3 annotations with unknown symbols ignored ('X' 2, '?' 1)"``."""
+    listed = ", ".join(f"{s!r} {n}" for s, n in sorted(unknown.items()))
+    return f"{sum(unknown.values())} annotations with unknown symbols ignored ({listed})"

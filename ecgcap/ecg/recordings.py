@@ -2,7 +2,8 @@
 
 A recording is read with wfdb, band-pass filtered, resampled to ``RhythmConfig.fs`` and
 normalised (the steps of :mod:`ecgcap.ecg.processing`); wfdb's XQRS detector finds its R peaks
-for :func:`ecgcap.ecg.processing.hrv_features`. Prepared recordings are cached per record.
+for :func:`ecgcap.ecg.processing.hrv_features`. Prepared recordings are cached per record, or
+written in parallel into ragged shards for streamed training (``write_recording_shards``).
 
 Cropping policy (recordings last 9 to 61 s; the model sees at most ``crop_seconds``):
 

@@ -1,4 +1,6 @@
-"""The runtime every ecgcap command shares: errors, data location, devices, seeds, files, CLI.
+"""The runtime every ecgcap command shares: errors, data location, devices, seeds, files, CLI,
+and scale-out (``distribute``: the ``--distribute`` strategies; ``shards``: data prepared in
+parallel and streamed).
 
 Nothing here imports Keras at module import time, so ``--help`` and argument errors stay fast.
 """

@@ -121,6 +121,14 @@ def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], in
     """Parse ``argv``, run ``work(args)`` and return the exit code (errors as one line)."""
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if args.debug else "3")
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        print(f"{parser.prog}: warning: {message}", file=sys.stderr)
+
+    previous = warnings.showwarning
+    if not args.debug:
+        warnings.showwarning = one_line  # skipped inputs and the like: one line each
     try:
         return int(work(args) or 0)
     except EcgcapError as exc:
@@ -141,3 +149,5 @@ def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], in
         print(f"{parser.prog}: error: {type(exc).__name__}: {detail} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        warnings.showwarning = previous

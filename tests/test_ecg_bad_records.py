@@ -1,0 +1,125 @@
+"""Bad ECG records through the public commands: one line naming the record, exit code 2,
+nothing written; unknown annotation symbols are ignored with a count.
+
+Records are copies of real MIT-BIH records, damaged the way downloads and disks damage them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from conftest import run_module
+from ecgcap.ecg import io
+from ecgcap.ecg.processing import describe_ignored, unknown_symbols
+from ecgcap.runtime.errors import EcgcapError
+
+
+@pytest.fixture()
+def record_copy(mitdb_dir, tmp_path) -> Path:
+    """A copy of record 100 (header, signal, annotations) to damage."""
+    for ext in (".hea", ".dat", ".atr"):
+        shutil.copy(mitdb_dir / f"100{ext}", tmp_path / f"100{ext}")
+    return tmp_path / "100"
+
+
+def _classify(record: Path, out_dir: Path, *extra: str):
+    return run_module("ecgcap.classify_ecg", str(record), "--format", "wfdb", "--out-dir",
+                      str(out_dir), "--device", "cpu", *extra)
+
+
+def _one_line_error(result, *phrases: str) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    ours = [line for line in result.stderr.splitlines() if "ecgcap" in line]
+    assert len(ours) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not result.stdout.strip()
+    for phrase in phrases:
+        assert phrase in ours[0], ours[0]
+    return ours[0]
+
+
+def test_truncated_signal_file_is_refused_by_name(record_copy, tmp_path):
+    dat = record_copy.with_suffix(".dat")
+    dat.write_bytes(dat.read_bytes()[:100_000])  # a download cut short
+    out = tmp_path / "out"
+    _one_line_error(_classify(record_copy, out), str(record_copy),
+                    "the signal file does not match its header")
+    assert not out.exists()
+    with pytest.raises(EcgcapError, match="truncated, or another length"):
+        io.read_record(record_copy)
+
+
+def test_header_that_disagrees_with_the_signal_is_refused(record_copy):
+    header = record_copy.with_suffix(".hea")
+    lines = header.read_text().splitlines()
+    name, n_sig, fs, length = lines[0].split()[:4]
+    lines[0] = lines[0].replace(f"{fs} {length}", f"{fs} {int(length) * 2}", 1)  # length
+    header.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EcgcapError, match="does not match its header"):
+        io.read_record(record_copy)
+    lines = header.read_text().splitlines()
+    lines[1] = lines[1].replace(" 212 ", " 16 ", 1)  # format
+    lines[2] = lines[2].replace(" 212 ", " 16 ", 1)
+    lines[0] = lines[0].replace(str(int(length) * 2), length)
+    header.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EcgcapError, match="does not match its header"):
+        io.read_record(record_copy)
+
+
+def test_unparseable_header_is_named(record_copy):
+    record_copy.with_suffix(".hea").write_text("100 two 360 650000\nnot a signal line\n")
+    with pytest.raises(EcgcapError, match=r"100\.hea: unreadable header"):
+        io.read_record(record_copy)
+
+
+def test_unknown_annotation_symbols_are_ignored_with_a_count(record_copy, tmp_path):
+    ann = wfdb.rdann(str(record_copy), "atr", sampto=20_000)
+    symbols = list(ann.symbol)
+    symbols[3] = symbols[7] = "X"  # not in WFDB's table of codes
+    symbols[5] = "%"
+    custom = {"label_store": [42, 43], "symbol": ["X", "%"],
+              "description": ["site-specific X", "site-specific %"]}
+    import pandas as pd
+
+    wfdb.wrann("100", "atr", np.asarray(ann.sample), symbol=symbols,
+               custom_labels=pd.DataFrame(custom), write_dir=str(tmp_path))
+    assert unknown_symbols(wfdb.rdann(str(record_copy), "atr").symbol) == {"X": 2, "%": 1}
+    assert describe_ignored({"X": 2, "%": 1}) == \
+        "3 annotations with unknown symbols ignored ('%' 1, 'X' 2)"
+
+    out = tmp_path / "out"
+    result = _classify(record_copy, out, "--annotations", "atr")
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "3 annotations with unknown symbols ignored" in warning[0]
+    samples = np.asarray(ann.sample)
+    beats = [i for i, s in enumerate(symbols) if s in "NLRejAaJSVEF/fQ"]
+    written = set(wfdb.rdann(str(out / "100"), "ecgcap").sample.tolist())
+    assert not written & {int(samples[i]) for i in (3, 5, 7)}  # the unknown ones: ignored
+    classified = [i for i in beats if int(samples[i]) in written]
+    assert len(classified) >= len(beats) - 1  # all known beats (but one too near the start)
+
+    from ecgcap.ecg.databases import get_database
+    from ecgcap.ecg.dataset import BeatConfig, prepare_record
+
+    with pytest.warns(UserWarning, match="3 annotations with unknown symbols ignored"):
+        part = prepare_record(record_copy, get_database("mitdb"), BeatConfig())
+    assert len(part["label"]) > 0
+
+
+def test_model_needing_arbitrary_code_is_refused_in_safe_mode(mitdb_dir, tmp_path):
+    import keras
+
+    from ecgcap.runtime.modelfile import save_model
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    save_model(model, path, {"kind": "ecg-beats", "db": "mitdb", "classes": ["N"]})
+    result = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model", str(path),
+                        "--device", "cpu")
+    _one_line_error(result, str(path), "cannot load the model")
