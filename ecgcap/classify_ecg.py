@@ -14,6 +14,7 @@ import csv
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ecgcap.runtime.cli import make_parser, run, say, setup_runtime
 from ecgcap.runtime.errors import EcgcapError
@@ -43,15 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _work(args: argparse.Namespace) -> int:
     setup_runtime(args)
-    from ecgcap.ecg.inference import classify_record, load_classifier, write_wfdb
+    from ecgcap.ecg.inference import load_classifier, write_wfdb
 
     model, info = load_classifier(args.model, args.task)
     rhythm = info.get("kind") == "ecg-rhythm"
     if rhythm and args.format == "wfdb":
         raise EcgcapError("a rhythm model labels whole records, not beats; use table, csv or "
                           "json", input="--format wfdb")
-    results = [classify_record(model, info, r, annotations=args.annotations, lead=args.lead)
-               for r in args.records]
+    out_dir = Path(args.out_dir)
+    if args.format == "wfdb" and out_dir.exists() and not out_dir.is_dir():
+        raise EcgcapError("is a file, not a folder", input=f"--out-dir {out_dir}")
+    results = [_classify(model, info, r, args) for r in args.records]
     if rhythm:
         _print_rhythm(results, info["classes"], args.format)
         return 0
@@ -70,6 +73,18 @@ def _work(args: argparse.Namespace) -> int:
         _write_rows(["record", "sample", "label", *(f"p_{c}" for c in classes)], rows,
                     args.format)
     return 0
+
+
+def _classify(model, info: dict, record: str, args: argparse.Namespace) -> dict:
+    """One record's result; an error that does not name the record is prefixed with it."""
+    from ecgcap.ecg.inference import classify_record
+
+    try:
+        return classify_record(model, info, record, annotations=args.annotations, lead=args.lead)
+    except EcgcapError as exc:
+        if record in str(exc):
+            raise
+        raise EcgcapError(str(exc), input=record, exit_code=exc.exit_code) from None
 
 
 def _print_rhythm(results: list[dict], classes: Sequence[str], fmt: str) -> None:

@@ -123,3 +123,31 @@ def test_model_needing_arbitrary_code_is_refused_in_safe_mode(mitdb_dir, tmp_pat
     result = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model", str(path),
                         "--device", "cpu")
     _one_line_error(result, str(path), "cannot load the model")
+
+
+def test_record_without_the_lead_is_named_and_output_folder_must_be_a_folder(mitdb_dir,
+                                                                           tmp_path):
+    result = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), str(mitdb_dir / "102"),
+                        "--device", "cpu")  # 102 is paced: V5 and V2 only
+    _one_line_error(result, str(mitdb_dir / "102"), "no lead 'MLII'")
+    a_file = tmp_path / "out"
+    a_file.write_text("not a folder")
+    result = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--format", "wfdb",
+                        "--out-dir", str(a_file), "--device", "cpu")
+    _one_line_error(result, f"--out-dir {a_file}: is a file, not a folder")
+    assert a_file.read_text() == "not a folder"
+
+
+def test_sampling_rate_too_low_for_the_filters_is_a_clear_error():
+    from ecgcap.ecg.dataset import BeatConfig, beats_from_signal
+
+    x = np.random.default_rng(0).normal(size=3000).astype(np.float32)
+    with pytest.raises(EcgcapError, match="sampling rate 50 Hz is too low for the 40 Hz"):
+        beats_from_signal(x, 50.0, np.arange(100, 2900, 60), BeatConfig())
+
+
+def test_unknown_database_leaves_nothing(tmp_path):
+    result = run_module("ecgcap.train_ecg", "--db", "nosuch", "--runs-dir", str(tmp_path / "r"),
+                        "--device", "cpu")
+    _one_line_error(result, "nosuch")
+    assert not (tmp_path / "r").exists()

@@ -63,8 +63,11 @@ def filter_signal(x: np.ndarray, fs: float, highpass: float = 0.5, lowpass: floa
 
     A zero-phase Butterworth band-pass (``scipy.signal.sosfiltfilt``), so R peaks do not move.
     """
-    if not 0 < highpass < lowpass < fs / 2:
-        raise ValueError(f"need 0 < highpass < lowpass < fs/2, got {highpass}, {lowpass}, fs={fs}")
+    if not 0 < highpass < lowpass:
+        raise ValueError(f"need 0 < highpass < lowpass, got {highpass}, {lowpass}")
+    if not lowpass < fs / 2:
+        raise EcgcapError(f"sampling rate {fs:g} Hz is too low for the {lowpass:g} Hz noise "
+                          f"filter (it needs more than {2 * lowpass:g} Hz)", input="signal")
     sos = sps.butter(order, [highpass, lowpass], btype="bandpass", fs=fs, output="sos")
     return sps.sosfiltfilt(sos, np.asarray(x, dtype=np.float64)).astype(np.float32)
 
