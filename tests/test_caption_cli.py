@@ -72,3 +72,14 @@ def test_shipped_captioner_on_real_rsicd_images(rsicd_dir):
     assert "airport" in captions[images[0]] or "planes" in captions[images[0]]
     assert "beach" in captions[images[1]] or "ocean" in captions[images[1]]
     assert "trees" in captions[images[2]]
+
+
+def test_evaluate_refuses_an_existing_output_folder_before_any_work(tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "scores.json").write_text("{}")
+    result = run_module("ecgcap.evaluate_caption", "--out", str(out), "--data-dir",
+                        str(tmp_path / "nowhere"), "--device", "cpu")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{out}: run folder exists" in result.stderr  # before looking for any data
+    assert (out / "scores.json").read_text() == "{}"

@@ -151,3 +151,30 @@ def test_unknown_database_leaves_nothing(tmp_path):
                         "--device", "cpu")
     _one_line_error(result, "nosuch")
     assert not (tmp_path / "r").exists()
+
+
+def test_unreadable_annotation_file_is_named(record_copy, tmp_path):
+    atr = record_copy.with_suffix(".atr")
+    atr.write_bytes(atr.read_bytes()[:3001])  # cut inside a 2-byte annotation word
+    result = _classify(record_copy, tmp_path / "out", "--annotations", "atr")
+    _one_line_error(result, "100.atr", "unreadable annotation file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_or_foreign_model_files_are_refused(mitdb_dir, tmp_path):
+    shipped = Path(__file__).parents[1] / "models"
+    cut = tmp_path / "cut.keras"
+    data = (shipped / "mitdb_lstm_beats.keras").read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    for model, phrase in [(cut, "cut.keras"),
+                          (shipped / "rsicd_captioner.keras", "not ecg-beats")]:
+        result = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model",
+                            str(model), "--device", "cpu")
+        _one_line_error(result, phrase)
+
+
+def test_negative_class_weight_power_is_refused(tmp_path):
+    result = run_module("ecgcap.train_ecg", "--class-weight-power", "-1", "--runs-dir",
+                        str(tmp_path / "r"), "--device", "cpu")
+    _one_line_error(result, "--class-weight-power -1.0: must be 0 or more")
+    assert not (tmp_path / "r").exists()

@@ -114,3 +114,45 @@ def test_classify_with_a_wrong_or_missing_model_is_one_line(mitdb_dir, tmp_path)
         out = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model", str(model))
         assert out.returncode == 2
         assert message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_finishes_the_run(mitdb_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "ecgcap.train_ecg", "--data-dir", str(mitdb_dir),
+               "--runs-dir", str(runs), "--name", "s", "--train-records", "101,106",
+               "--val-records", "118", "--units", "8", "--batch-size", "64", "--epochs", "3",
+               "--device", "cpu", "-q"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = runs / "s" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["epoch"] >= 1:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "whole epochs are checkpointed" in err and "--resume" in err
+    run = runs / "s"
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3
+    assert (run / "checkpoint.keras").is_file() and (run / "best.keras").is_file()
+    assert not (run / "report.json").exists()
+    assert not [p for p in run.iterdir() if ".tmp" in p.name]
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    report = json.loads((run / "report.json").read_text())
+    assert report["epochs_run"] == 3 and len(report["history"]["loss"]) == 3
+    assert report["records"]["train"] == ["101", "106"]

@@ -130,6 +130,7 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     from ecgcap.runtime.files import atomic_write_json
 
     out = Path(args.out or f"runs/eval-{Path(args.dataset).stem}-{args.split}")
+    make_run_dir(out.name, out.parent, overwrite=args.overwrite, check_only=True)  # fail first
     model, info = load_captioner(args.model)
     result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
                                 data_dir=args.data_dir, image_dir=args.image_dir,

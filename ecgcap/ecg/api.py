@@ -23,6 +23,9 @@ URL_ENV = "ECGCAP_PHYSIONET_URL"  # a PhysioNet mirror, e.g. https://physionet.o
 
 def _common_options(args: argparse.Namespace) -> dict[str, Any]:
     """Options shared by both tasks; ``None`` (left out) keeps the task's default."""
+    if args.class_weight_power < 0:
+        raise EcgcapError("must be 0 or more", input=f"--class-weight-power "
+                                                     f"{args.class_weight_power}")
     options = dict(
         db=args.db, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,

@@ -60,11 +60,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def make_run_dir(name: str, runs_dir: str | os.PathLike = "runs", *, overwrite: bool = False,
-                 resume: bool = False) -> Path:
+                 resume: bool = False, check_only: bool = False) -> Path:
     """Create the run folder ``runs_dir/name`` for models, reports and plots.
 
     An existing run folder is refused unless ``overwrite`` (it is emptied) or ``resume``
-    (it is reused as it is).
+    (it is reused as it is). ``check_only`` raises the same errors but touches nothing (to
+    refuse before long work, then create it afterwards).
     """
     if not _NAME_RE.match(name):
         raise EcgcapError("run names use letters, digits, '.', '_' and '-'", input=f"--name {name}")
@@ -78,9 +79,12 @@ def make_run_dir(name: str, runs_dir: str | os.PathLike = "runs", *, overwrite: 
         if not overwrite:
             raise EcgcapError("run folder exists; pass --overwrite to replace it or --resume "
                               "to continue it", input=str(run_dir))
-        shutil.rmtree(run_dir)
+        if not check_only:
+            shutil.rmtree(run_dir)
     if resume and not run_dir.is_dir():
         raise EcgcapError("--resume given but there is no run folder to resume", input=str(run_dir))
+    if check_only:
+        return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
