@@ -1,7 +1,8 @@
 """The captioning wing: caption data, a CNN encoder + LSTM decoder, decoding, training, scores.
 
 It imports only :mod:`ecgcap.runtime`, never :mod:`ecgcap.ecg`. Submodules: ``text``
-(vocabulary), ``datasets`` (caption formats), ``images`` (Pillow), ``pairs`` (caption shards
+(vocabulary), ``datasets`` (caption formats), ``download`` (Flickr8k mirror), ``images``
+(Pillow), ``pairs`` (caption shards
 for streamed training), ``layers`` and ``models``
 (builders), ``decoding`` (greedy, beam), ``training``, ``evaluation`` (pycocoevalcap,
 baselines), ``inference`` (captioning files).

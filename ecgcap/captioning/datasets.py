@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.paths import find_dataset
+from ecgcap.runtime.paths import DATA_ENV, find_dataset, resolve_data_dir
 
 Report = Callable[[str], None]
 SPLITS = ("train", "val", "test")
@@ -248,6 +248,19 @@ DATASETS = {"rsicd": ("captions_test.json", read_rsicd),
             "flickr8k": ("Flickr8k.token.txt", read_flickr8k)}
 
 
+def _locate(dataset: str, marker: str, data_dir: str | os.PathLike | None) -> Path:
+    """The dataset's folder; Flickr8k is downloaded into the default data folder when neither
+    ``data_dir`` nor ``$ECGCAP_DATA`` names one (as ``train_ecg`` does for PhysioNet)."""
+    try:
+        return find_dataset(dataset, marker, data_dir)
+    except EcgcapError:
+        if dataset != "flickr8k" or data_dir is not None or os.environ.get(DATA_ENV):
+            raise
+    from ecgcap.captioning.download import download_flickr8k
+
+    return download_flickr8k(resolve_data_dir() / dataset)
+
+
 def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
                   image_dir: str | os.PathLike | None = None,
                   report: Report | None = None) -> CaptionSet:
@@ -260,7 +273,7 @@ def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.Path
     _check_split(split)
     if dataset in DATASETS:
         marker, reader = DATASETS[dataset]
-        return reader(find_dataset(dataset, marker, data_dir), split, report=report)
+        return reader(_locate(dataset, marker, data_dir), split, report=report)
     path = Path(dataset)
     if path.suffix not in (".json", ".jsonl") or not path.exists():
         raise EcgcapError(f"unknown dataset; give one of {', '.join(DATASETS)} or a caption "

@@ -9,48 +9,24 @@ and a second run fetches only what is missing.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from ecgcap.runtime.errors import EXIT_FAILURE, EXIT_USAGE, EcgcapError
-from ecgcap.runtime.files import atomic_path
+from ecgcap.runtime.download import check_name, fetch, file_digest
+from ecgcap.runtime.errors import EXIT_FAILURE, EcgcapError
 from ecgcap.runtime.progress import progress
 
 PHYSIONET_URL = "https://physionet.org/files"
 CHECKSUMS_NAME = "SHA256SUMS.txt"
 
-_CHUNK = 1 << 16
-_USER_AGENT = "ecgcap (urllib)"
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-# Errors that mean "the network or the server is not there", raised by urlopen or by reads.
-_NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError,
-                   http.client.HTTPException)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Return the hex SHA-256 digest of the file at ``path``.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The file to hash; read in chunks, so size does not matter.
-
-    Returns
-    -------
-    str
-        64 lowercase hex digits.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Return the hex SHA-256 digest (64 lowercase hex digits) of the file at ``path``."""
+    return file_digest(path, "sha256")
 
 
 def _parse_checksums(text: str, source: str) -> dict[str, str]:
@@ -90,89 +66,6 @@ def read_checksums(path: str | os.PathLike) -> dict[str, str]:
         When a line is not a checksum line.
     """
     return _parse_checksums(Path(path).read_text(encoding="utf-8"), str(path))
-
-
-def _check_name(name: str, slug: str) -> str:
-    """Return ``name`` if it is a safe relative POSIX path, else raise EcgcapError."""
-    parts = PurePosixPath(name).parts
-    if (not name or "\\" in name or ":" in name or "\0" in name or name.startswith("/")
-            or PurePosixPath(name).is_absolute() or ".." in parts or not parts):
-        raise EcgcapError(f"refusing unsafe file name {name!r} (it could write outside the "
-                          "destination folder)", input=slug, exit_code=EXIT_FAILURE)
-    return name
-
-
-def _unreachable(url: str, reason: object, slug: str) -> EcgcapError:
-    return EcgcapError(f"cannot reach {url} ({reason}); download it elsewhere and point "
-                       "--data-dir at the folder", input=slug, exit_code=EXIT_USAGE)
-
-
-def _open(url: str, timeout: float, slug: str, *, missing_ok: bool = False):
-    """Open ``url``; return None for a missing file when ``missing_ok``, else raise."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 404:
-            if missing_ok:
-                return None
-            raise EcgcapError(f"{url} is not on the server (HTTP 404); check the database "
-                              "name, version and record names", input=slug,
-                              exit_code=EXIT_USAGE) from exc
-        raise EcgcapError(f"the server answered HTTP {exc.code} ({exc.reason}) for {url}",
-                          input=slug, exit_code=EXIT_FAILURE) from exc
-    except urllib.error.URLError as exc:
-        # file:// mirrors report a missing file this way
-        if isinstance(exc.reason, FileNotFoundError):
-            if missing_ok:
-                return None
-            raise EcgcapError(f"{url} does not exist", input=slug,
-                              exit_code=EXIT_USAGE) from exc
-        raise _unreachable(url, exc.reason, slug) from exc
-    except ValueError as exc:  # malformed URL
-        raise EcgcapError(f"not a usable URL: {url} ({exc})", input=slug,
-                          exit_code=EXIT_USAGE) from exc
-    except _NETWORK_ERRORS as exc:
-        raise _unreachable(url, exc, slug) from exc
-
-
-def _fetch_to(url: str, target: Path, expected: str | None, timeout: float, slug: str, *,
-              missing_ok: bool = False) -> bool:
-    """Download ``url`` to ``target`` atomically, verifying ``expected`` before the rename.
-
-    Returns False (writing nothing) when the file is missing and ``missing_ok``.
-    """
-    response = _open(url, timeout, slug, missing_ok=missing_ok)
-    if response is None:
-        return False
-    with response, atomic_path(target) as tmp:
-        digest = hashlib.sha256()
-        size = 0
-        with tmp.open("wb") as out:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except _NETWORK_ERRORS as exc:
-                    raise _unreachable(url, exc, slug) from exc
-                if not chunk:
-                    break
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) != size:
-            raise EcgcapError(f"download of {target.name} was cut short ({size} of {length} "
-                              "bytes); run again to resume", input=slug,
-                              exit_code=EXIT_FAILURE)
-        if expected is not None and digest.hexdigest() != expected:
-            # a stale copy at target is known bad too: leave no file behind
-            target.unlink(missing_ok=True)
-            raise EcgcapError(f"checksum mismatch for {target.name} from {url} (expected "
-                              f"sha256 {expected}, got {digest.hexdigest()}); nothing was "
-                              "kept, run again or download it elsewhere", input=slug,
-                              exit_code=EXIT_FAILURE)
-    return True
 
 
 def _is_complete(path: Path, expected: str | None) -> bool:
@@ -237,7 +130,7 @@ def download_database(slug: str, dest: str | Path, *, records: Sequence[str] | N
     checksums: dict[str, str] | None = None
     if sums_path.is_file() and sums_path.stat().st_size > 0:
         checksums = read_checksums(sums_path)
-    elif _fetch_to(f"{root_url}/{CHECKSUMS_NAME}", sums_path, None, timeout, slug,
+    elif fetch(f"{root_url}/{CHECKSUMS_NAME}", sums_path, None, timeout, slug,
                    missing_ok=True):
         checksums = read_checksums(sums_path)
 
@@ -247,15 +140,15 @@ def download_database(slug: str, dest: str | Path, *, records: Sequence[str] | N
     if records is None:
         records_path = dest / "RECORDS"
         if not _is_complete(records_path, expected_sum("RECORDS")):
-            _fetch_to(f"{root_url}/RECORDS", records_path, expected_sum("RECORDS"), timeout,
+            fetch(f"{root_url}/RECORDS", records_path, expected_sum("RECORDS"), timeout,
                       slug)
         text = records_path.read_text(encoding="utf-8")
         records = [line.strip() for line in text.splitlines() if line.strip()]
 
-    wanted = [_check_name(name, slug) for name in extra_files]
+    wanted = [check_name(name, slug) for name in extra_files]
     for record in records:
-        _check_name(record, slug)
-        wanted.extend(_check_name(f"{record}{ext}", slug) for ext in extensions)
+        check_name(record, slug)
+        wanted.extend(check_name(f"{record}{ext}", slug) for ext in extensions)
     wanted = list(dict.fromkeys(wanted))  # drop duplicates, keep order
     dest_root = dest.resolve()
     for name in wanted:
@@ -268,5 +161,5 @@ def download_database(slug: str, dest: str | Path, *, records: Sequence[str] | N
         expected = expected_sum(name)
         if _is_complete(target, expected):
             continue
-        _fetch_to(f"{root_url}/{name}", target, expected, timeout, slug)
+        fetch(f"{root_url}/{name}", target, expected, timeout, slug)
     return dest
