@@ -2,8 +2,7 @@
 
 It imports only :mod:`ecgcap.runtime`, never :mod:`ecgcap.ecg`. Submodules: ``text``
 (vocabulary), ``datasets`` (caption formats), ``download`` (Flickr8k mirror), ``images``
-(Pillow), ``pairs`` (caption shards
-for streamed training), ``layers`` and ``models``
+(Pillow), ``pairs`` (caption shards for streamed training), ``layers`` and ``models``
 (builders), ``decoding`` (greedy, beam), ``training``, ``evaluation`` (pycocoevalcap,
 baselines), ``inference`` (captioning files).
 """
