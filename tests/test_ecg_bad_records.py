@@ -178,3 +178,27 @@ def test_negative_class_weight_power_is_refused(tmp_path):
                         str(tmp_path / "r"), "--device", "cpu")
     _one_line_error(result, "--class-weight-power -1.0: must be 0 or more")
     assert not (tmp_path / "r").exists()
+
+
+def test_clipped_signals_are_flagged(mitdb_dir, tmp_path):
+    from ecgcap.ecg.processing import clipped_fraction, clipping_note
+
+    rec = io.read_record(mitdb_dir / "100")
+    x = io.signal_of(rec)[:, 0]
+    assert clipped_fraction(x) < 0.001 and clipping_note(x) is None  # a real, unclipped lead
+    lo, hi = np.percentile(x, [1, 95])
+    clipped = np.clip(x, lo, hi)  # an amplifier saturating on both sides
+    assert clipped_fraction(clipped) > 0.03
+    assert "sits flat at its limits (clipped?)" in clipping_note(clipped)
+
+    # through the training pipeline: a clipped copy of record 100 is flagged by name
+    signals = np.clip(io.signal_of(rec), lo, hi)
+    wfdb.wrsamp("100", fs=rec.fs, units=rec.units, sig_name=rec.sig_name, p_signal=signals,
+                fmt=["212", "212"], adc_gain=rec.adc_gain, baseline=rec.baseline,
+                write_dir=str(tmp_path))
+    shutil.copy(mitdb_dir / "100.atr", tmp_path / "100.atr")
+    from ecgcap.ecg.databases import get_database
+    from ecgcap.ecg.dataset import BeatConfig, prepare_record
+
+    with pytest.warns(UserWarning, match=r"100: .*% of the signal sits flat at its limits"):
+        prepare_record(tmp_path / "100", get_database("mitdb"), BeatConfig())

@@ -117,7 +117,10 @@ def test_classify_with_a_wrong_or_missing_model_is_one_line(mitdb_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_resume_finishes_the_run(mitdb_dir, tmp_path):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_interrupt_checkpoints_and_resume_finishes_the_run(signame, mitdb_dir, tmp_path):
+    """SIGTERM (a scheduler) or SIGINT (Ctrl-C) after epoch 1: exit 130 with the last whole
+    epoch checkpointed, nothing half-written; --resume finishes the run."""
     import signal
     import subprocess
     import sys
@@ -139,7 +142,7 @@ def test_sigterm_checkpoints_and_resume_finishes_the_run(mitdb_dir, tmp_path):
             pass
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     assert "whole epochs are checkpointed" in err and "--resume" in err

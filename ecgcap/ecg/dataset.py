@@ -101,6 +101,8 @@ def prepare_record(path: str | os.PathLike, db: Database, config: BeatConfig
     """Beats of one annotated record: inputs, AAMI labels and sample positions."""
     record = io.read_record(path)
     x = processing.select_lead(io.signal_of(record), record.sig_name, config.lead)
+    if note := processing.clipping_note(x):
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     ann = io.read_annotation(path, db.annotator or "atr")
     if unknown := processing.unknown_symbols(ann.symbol):
         warnings.warn(f"{path}: {processing.describe_ignored(unknown)}", stacklevel=2)

@@ -90,6 +90,8 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
     if lead is not None:
         config = BeatConfig(**{**info["beats"], "lead": lead})
     x = processing.select_lead(io.signal_of(rec), rec.sig_name, config.lead)
+    if note := processing.clipping_note(x):
+        warnings.warn(f"{path or rec.record_name}: {note}", stacklevel=2)
     one_lead = wfdb.Record(record_name=rec.record_name, fs=rec.fs, sig_len=len(x),
                            p_signal=x[:, None], sig_name=[config.lead], n_sig=1)
     peaks, source = beat_positions(one_lead, path, annotations)

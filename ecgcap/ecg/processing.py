@@ -234,3 +234,28 @@ def describe_ignored(unknown: dict[str, int]) -> str:
     """``"3 annotations with unknown symbols ignored ('X' 2, '?' 1)"``."""
     listed = ", ".join(f"{s!r} {n}" for s, n in sorted(unknown.items()))
     return f"{sum(unknown.values())} annotations with unknown symbols ignored ({listed})"
+
+
+def clipped_fraction(x: np.ndarray, run: int = 3) -> float:
+    """Fraction of samples in flat runs (``run`` or more) at the signal's maximum or minimum.
+
+    A saturated amplifier or converter holds the signal at its limit; an unclipped ECG touches
+    its extremes for a sample or two at most. ``nan`` for an empty signal.
+    """
+    x = np.asarray(x).ravel()
+    if not len(x):
+        return float("nan")
+    at = (x == x.max()) | (x == x.min())
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], at.astype(np.int8), [0]])))
+    starts, ends = edges[::2], edges[1::2]
+    long = (ends - starts) >= run
+    return float((ends - starts)[long].sum() / len(x))
+
+
+def clipping_note(x: np.ndarray, limit: float = 0.01) -> str | None:
+    """A warning text when more than ``limit`` of ``x`` is clipped (:func:`clipped_fraction`)."""
+    fraction = clipped_fraction(x)
+    if not fraction > limit:
+        return None
+    return (f"{100 * fraction:.1f}% of the signal sits flat at its limits (clipped?); beats "
+            "and rhythm there may be misread")
