@@ -114,6 +114,6 @@ def test_train_caption_offline_without_data_says_data_dir(tmp_path):
                              "flickr8k", "--device", "cpu"], capture_output=True, text=True,
                             cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "cannot reach http://127.0.0.1:9/Flickr8k_text.zip" in result.stderr
+    assert "cannot reach http://127.0.0.1:9/Flickr8k_Dataset.zip" in result.stderr
     assert "--data-dir" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()

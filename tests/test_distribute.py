@@ -119,6 +119,33 @@ def test_ragged_arrays_come_back_as_lists_in_order(tmp_path):
         shards.column("signal")
 
 
+def _warning_shard(arg):
+    import warnings
+
+    warnings.warn(f"shard {arg}: 2 annotations ignored", stacklevel=1)
+    return {"x": np.zeros(2)}
+
+
+def test_warnings_of_worker_processes_reach_the_parent(tmp_path):
+    with pytest.warns(UserWarning) as caught:
+        prepare_shards([("a", 1), ("b", 2)], _warning_shard, tmp_path, workers=2, quiet=True)
+    assert sorted(str(w.message) for w in caught) == ["shard 1: 2 annotations ignored",
+                                                      "shard 2: 2 annotations ignored"]
+
+
+def test_restored_state_is_cut_back_to_the_backup(tmp_path):
+    from ecgcap.runtime.checkpoint import restored_state
+
+    history = {"loss": [3.0, 2.0, 1.5], "val_score": [0.2, 0.5, 0.9]}
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"epoch": 3, "best": 0.9, "best_epoch": 3, "wait": 0, "history": history}))
+    state = restored_state(tmp_path, 2, "val_score")  # the backup holds 2 epochs
+    assert state["history"] == {"loss": [3.0, 2.0], "val_score": [0.2, 0.5]}
+    assert (state["epoch"], state["best"], state["best_epoch"], state["wait"]) == (2, 0.5, 2, 0)
+    assert restored_state(tmp_path, 0, "val_score") is None
+    assert restored_state(tmp_path, 4, "val_score") is None  # state behind the backup
+
+
 def test_tf_data_stream_gives_each_worker_its_share_of_every_epoch(tmp_path):
     import tensorflow as tf
 
@@ -372,6 +399,18 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes_from_the_backup(mitdb
         procs[0].kill()
         procs[0].wait()
     assert (runs / "mw.worker-1" / "backup").is_dir()
+
+    # backups that disagree (here: worker 1's made to claim one epoch more) stop both workers
+    # with one line, instead of leaving them waiting on each other
+    meta = runs / "mw.worker-1" / "backup" / "training_metadata.json"
+    saved = meta.read_text()
+    meta.write_text(json.dumps({**json.loads(saved), "epoch": json.loads(saved)["epoch"] + 1}))
+    procs = _start_workers(mitdb_dir, runs, epochs, tmp_path, _free_ports(2))
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [2, 2], codes
+    assert "the workers disagree on the epoch to resume from" in \
+        (tmp_path / "worker0.log").read_text()
+    meta.write_text(saved)
 
     procs = _start_workers(mitdb_dir, runs, epochs, tmp_path, _free_ports(2))  # same command
     _wait_all(procs, tmp_path)

@@ -19,10 +19,10 @@ from ecgcap.runtime.errors import EcgcapError
 
 FLICKR8K_URL = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
 URL_ENV = "ECGCAP_FLICKR8K_URL"  # another mirror (any URL urllib opens, file:// included)
-FLICKR8K_ARCHIVES = {  # name: MD5
-    "Flickr8k_text.zip": "bf6c1abcb8e4a833b7f922104de18627",
-    "Flickr8k_Dataset.zip": "f18a1e2920de5bd84dae7cf08ec78978",
-}
+FLICKR8K_ARCHIVES = {  # name: MD5. The images first: the captions file, which marks the
+    "Flickr8k_Dataset.zip": "f18a1e2920de5bd84dae7cf08ec78978",  # folder as there, comes
+    "Flickr8k_text.zip": "bf6c1abcb8e4a833b7f922104de18627",  # last, so an interrupted
+}  # download is found incomplete and continued
 
 
 def flickr8k_place(member: str) -> str | None:
@@ -50,9 +50,11 @@ def _progress(name: str, quiet: bool):
     bar: list[Progbar] = []
 
     def show(done: int, total: int | None) -> None:
+        mb = 1 << 20
         if not bar:
-            bar.append(Progbar(total // (1 << 20) if total else None, unit_name="MB"))
-        bar[0].update(done // (1 << 20))  # Progbar redraws at most every 0.05 s
+            bar.append(Progbar(max(1, -(-total // mb)) if total else None, unit_name="MB"))
+        at_end = total is not None and done >= total
+        bar[0].update(max(1, -(-done // mb)) if at_end else done // mb)  # redraws <= 20/s
 
     return show
 

@@ -331,7 +331,8 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     state, backup, first_epoch = None, run_dir / "backup", 0
     if streamed:
         first_epoch = backup_epoch(backup)  # weights come back in fit (BackupAndRestore)
-        state = restored_state(backup, first_epoch)
+        dist.check_same(first_epoch, "the epoch to resume from", str(backup))
+        state = restored_state(backup, first_epoch, "val_cider")
         vocab = Vocabulary.build(train.all_captions(), config.min_count)
         with dist.scope():
             model = build_model(config, vocab, scenes)

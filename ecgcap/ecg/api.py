@@ -54,8 +54,11 @@ def _pipeline(args: argparse.Namespace) -> str:
     return "shards" if args.distribute != "none" else args.pipeline
 
 
-def _records(text: str) -> tuple[str, ...]:
-    return tuple(r.strip() for r in text.split(",") if r.strip())
+def _records(text: str, option: str) -> tuple[str, ...]:
+    records = tuple(dict.fromkeys(r.strip() for r in text.split(",") if r.strip()))
+    if not records:
+        raise EcgcapError("names no record", input=f"{option} {text}")
+    return records
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -65,9 +68,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))
     if args.val_records:
-        config = dataclasses.replace(config, val_records=_records(args.val_records))
+        config = dataclasses.replace(
+            config, val_records=_records(args.val_records, "--val-records"))
     if args.train_records:
-        config = dataclasses.replace(config, train_records=_records(args.train_records))
+        config = dataclasses.replace(
+            config, train_records=_records(args.train_records, "--train-records"))
     return config
 
 
@@ -77,6 +82,9 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     config = rhythm_config_from_args(args) if db.task == "rhythm" else config_from_args(args)
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
     name = args.name or f"{db.name}-{config.model}-seed{config.seed}"
+    if args.name is None and isinstance(config, RhythmTrainConfig) and config.fold and \
+            config.pipeline == "shards":
+        name += f"-fold{config.fold}"  # streamed folds are separate jobs, each its own run
     dist = getattr(args, "distribution", None) or Distribution()
     if config.pipeline == "shards":
         dist.check_batch(config.batch_size)

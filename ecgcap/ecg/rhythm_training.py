@@ -424,8 +424,8 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
     if config.folds and config.fold is None:
         raise EcgcapError("streamed (and distributed) cross-validation runs one fold per job; "
                           "add --fold K", input=f"--folds {config.folds}")
-    if config.log_gradients and dist.active:
-        raise EcgcapError("gradient logging runs on one device; drop --distribute",
+    if config.log_gradients:
+        raise EcgcapError("gradient logging runs on the in-memory pipeline on one device",
                           input="--log-gradients")
     dist.check_batch(config.batch_size)
     t0 = time.perf_counter()
@@ -444,6 +444,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
 
     backup = part_dir / "backup"
     first_epoch = backup_epoch(backup)
+    dist.check_same(first_epoch, "the epoch to resume from", str(backup))
     with dist.scope():
         model = build_model(config, len(classes))
         if config.hrv:
@@ -456,7 +457,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
     dist.prepare_fit(model, tuple(tf_to_numpy(part) for part in example))
     info = model_info(config, db)
     checkpoint = Checkpoint(part_dir, info, monitor="val_score", patience=config.patience,
-                            state=restored_state(backup, first_epoch),
+                            state=restored_state(backup, first_epoch, "val_score"),
                             save_models=dist.is_chief, save_last=False,
                             state_path=backup / "state.json")
     t1 = time.perf_counter()

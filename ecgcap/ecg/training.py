@@ -384,8 +384,8 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
     if config.split != "inter-patient":
         raise EcgcapError("streamed (and distributed) training uses the inter-patient split",
                           input=f"--split {config.split}")
-    if config.log_gradients and dist.active:
-        raise EcgcapError("gradient logging runs on one device; drop --distribute",
+    if config.log_gradients:
+        raise EcgcapError("gradient logging runs on the in-memory pipeline on one device",
                           input="--log-gradients")
     dist.check_batch(config.batch_size)
     classes = db.classes
@@ -403,6 +403,7 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
 
     backup = run_dir / "backup"
     first_epoch = backup_epoch(backup)
+    dist.check_same(first_epoch, "the epoch to resume from", str(backup))
     with dist.scope():
         model = build_model(config, len(classes))
         model.get_layer("rr_norm").adapt(shards["train"].column("rr"))
@@ -413,7 +414,7 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
                              np.ones(2, np.float32)))
     info = model_info(config, db)
     checkpoint = Checkpoint(run_dir, info, patience=config.patience,
-                            state=restored_state(backup, first_epoch),
+                            state=restored_state(backup, first_epoch, "val_macro_f1"),
                             save_models=dist.is_chief, save_last=False,
                             state_path=backup / "state.json")
     t1 = time.perf_counter()

@@ -137,12 +137,19 @@ def backup_epoch(backup_dir: Path) -> int:
     return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
 
 
-def restored_state(backup_dir: Path, epoch: int) -> dict[str, Any] | None:
-    """``state.json`` beside the backup, cut back to the backup's epoch."""
+def restored_state(backup_dir: Path, epoch: int, monitor: str) -> dict[str, Any] | None:
+    """``state.json`` beside the backup, cut back to the backup's epoch: the history, and the
+    best epoch, best score and epochs without a gain recomputed from it (``state.json`` is
+    written just before the backup, so it may be an epoch ahead)."""
     path = Path(backup_dir) / "state.json"
     if not epoch or not path.is_file():
         return None
     state = json.loads(path.read_text())
     state["history"] = {k: v[:epoch] for k, v in state["history"].items()}
-    state["epoch"] = epoch
+    scores = state["history"].get(monitor, [])
+    if len(scores) != epoch:
+        return None  # not this backup's state: start the selection afresh
+    best = int(np.argmax(scores))  # the first of equal scores, as the callback keeps it
+    state.update(epoch=epoch, best=float(scores[best]), best_epoch=best + 1,
+                 wait=epoch - (best + 1))
     return state

@@ -113,6 +113,22 @@ class Distribution:
             model._symbolic_build(data_batch=example)
         model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
+    def check_same(self, value: int, what: str, where: str) -> None:
+        """Raise unless ``value`` is the same on every worker (e.g. the epoch each worker's
+        backup resumes from: workers that disagree would wait on each other forever)."""
+        if self.strategy is None or self.workers == 1:
+            return
+        import tensorflow as tf
+
+        v = float(value)
+        sums = self.strategy.reduce(
+            "SUM", self.strategy.run(lambda: tf.constant([v, v * v, 1.0])), axis=None)
+        total, squares, n = (float(x) for x in np.asarray(sums))
+        if abs(n * squares - total * total) > 1e-6:  # equal iff n * sum(v^2) == (sum v)^2
+            raise EcgcapError(f"the workers disagree on {what} (this worker: {value}); delete "
+                              "every worker's backup (the chief's run folder and each "
+                              "<name>.worker-N folder) to start over", input=where)
+
     def predict(self, model: Any, x: dict[str, np.ndarray], batch_size: int = 1024
                 ) -> np.ndarray:
         """``model``'s outputs on ``x`` computed by this process alone, in input order.

@@ -116,7 +116,7 @@ def fetch(url: str, target: Path, expected: str | None, timeout: float, label: s
                     on_bytes(size, total)
         if total is not None and total != size:
             raise EcgcapError(f"download of {target.name} was cut short ({size} of {total} "
-                              "bytes); run again to resume", input=label,
+                              "bytes); run again to retry", input=label,
                               exit_code=EXIT_FAILURE)
         if expected is not None and digest.hexdigest() != expected:
             # a stale copy at target is known bad too: leave no file behind

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -74,15 +75,24 @@ def _umask() -> int:
 
 
 def _prepare_one(fn: Callable[[Any], dict[str, np.ndarray]], folder: str, name: str,
-                 arg: Any) -> str | None:
-    """Worker side of :func:`prepare_shards`: the error message, or None when written."""
-    try:
-        write_shard(folder, name, fn(arg))
-    except EcgcapError as exc:
-        return exc.message
-    except Exception as exc:  # noqa: BLE001 - sent back to the parent as one line
-        return f"{type(exc).__name__}: {exc}"
-    return None
+                 arg: Any) -> tuple[str | None, list[str]]:
+    """Worker side of :func:`prepare_shards`: (the error message or None when written, the
+    warnings raised), both sent back for the parent to report."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            write_shard(folder, name, fn(arg))
+            error = None
+        except EcgcapError as exc:
+            error = exc.message
+        except Exception as exc:  # noqa: BLE001 - sent back to the parent as one line
+            error = f"{type(exc).__name__}: {exc}"
+    return error, [str(w.message) for w in caught]
+
+
+def _rewarn(messages: list[str]) -> None:
+    for message in messages:
+        warnings.warn(message, stacklevel=3)
 
 
 def prepare_shards(tasks: Sequence[tuple[str, Any]], fn: Callable[[Any], dict[str, np.ndarray]],
@@ -111,7 +121,9 @@ def prepare_shards(tasks: Sequence[tuple[str, Any]], fn: Callable[[Any], dict[st
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
                 futures = {pool.submit(_prepare_one, fn, str(folder), n, a): n for n, a in todo}
                 for future in as_completed(futures):
-                    if (error := future.result()) is not None:
+                    error, raised = future.result()
+                    _rewarn(raised)
+                    if error is not None:
                         errors.append(f"{futures[future]}: {error}")
                     next(steps, None)
         except BrokenProcessPool:
@@ -121,7 +133,9 @@ def prepare_shards(tasks: Sequence[tuple[str, Any]], fn: Callable[[Any], dict[st
                               input=str(folder)) from None
     else:
         for n, a in todo:
-            if (error := _prepare_one(fn, str(folder), n, a)) is not None:
+            error, raised = _prepare_one(fn, str(folder), n, a)
+            _rewarn(raised)
+            if error is not None:
                 errors.append(f"{n}: {error}")
             next(steps, None)
     list(steps)
