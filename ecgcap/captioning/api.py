@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ecgcap.captioning.config import CaptionTrainConfig
-from ecgcap.runtime.cli import say
-from ecgcap.runtime.distribute import Distribution, streamed_run_dir
+from ecgcap.runtime.cli import finish_worker, say, training_run_dir
 from ecgcap.runtime.paths import make_run_dir
 
 
@@ -48,19 +46,10 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     report = (lambda line: say(args, line))  # noqa: E731
     splits = load_splits(config, data_dir=args.data_dir, image_dir=args.image_dir, report=report)
     name = args.name or f"{Path(config.dataset).stem}-captioner-seed{config.seed}"
-    dist = getattr(args, "distribution", None) or Distribution()
-    if config.pipeline == "shards":
-        dist.check_batch(config.batch_size)
-        say(args, dist.describe(config.batch_size, config.learning_rate, config.clipnorm))
-        run_dir = streamed_run_dir(name, args.runs_dir, dist, overwrite=args.overwrite,
-                                   resume=args.resume)
-    else:
-        run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite,
-                               resume=args.resume)
+    run_dir, dist = training_run_dir(args, name, config)
     result = train_captioner(config, run_dir, resume=args.resume, quiet=args.quiet,
                              splits=splits, report=report, distribution=dist)
-    if not dist.is_chief:
-        shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
+    finish_worker(dist, run_dir)
     return result, run_dir
 
 

@@ -31,10 +31,10 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    fit_resumable,
     gradient_log,
-    interrupted,
     restore_rng_states,
-    restored_state,
+    streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EcgcapError
@@ -332,7 +332,6 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     if streamed:
         first_epoch = backup_epoch(backup)  # weights come back in fit (BackupAndRestore)
         dist.check_same(first_epoch, "the epoch to resume from", str(backup))
-        state = restored_state(backup, first_epoch, "val_cider")
         vocab = Vocabulary.build(train.all_captions(), config.min_count)
         with dist.scope():
             model = build_model(config, vocab, scenes)
@@ -366,9 +365,8 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         dist.prepare_fit(model, tuple({k: v.numpy() for k, v in part.items()}
                                       for part in example))
         fit = {"steps_per_epoch": steps_per_epoch(len(shards), config.batch_size)}
-        checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
-                                state=state, save_models=dist.is_chief, save_last=False,
-                                state_path=backup / "state.json")
+        checkpoint = streamed_checkpoint(run_dir, info, "val_cider", config.patience, dist,
+                                         backup, first_epoch)
     else:
         data = CaptionBatches(train_images, captions, scene_y, config.batch_size,
                               augment=config.augment, seed=config.seed)
@@ -384,15 +382,10 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     if streamed:
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
     prep_seconds = time.perf_counter() - t0
-    initial_epoch = checkpoint.state["epoch"]
-    t1 = time.perf_counter()
-    if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
-        try:
-            model.fit(data, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
-                      callbacks=callbacks, verbose=0 if quiet or not dist.is_chief else 2, **fit)
-        except KeyboardInterrupt:
-            raise interrupted(run_dir, checkpoint.state) from None
-    train_seconds = time.perf_counter() - t1
+    train_seconds = fit_resumable(model, data, checkpoint, run_dir, epochs=config.epochs,
+                                  initial_epoch=checkpoint.state["epoch"], shuffle=False,
+                                  callbacks=callbacks,
+                                  verbose=0 if quiet or not dist.is_chief else 2, **fit)
     if not dist.is_chief:
         return {"worker": dist.worker, "epochs_run": checkpoint.state["epoch"]}
     with no_distribution():

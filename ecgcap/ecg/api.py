@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ from ecgcap.ecg import evaluation
 from ecgcap.ecg.databases import get_database
 from ecgcap.ecg.rhythm_training import RhythmTrainConfig, train_rhythm
 from ecgcap.ecg.training import TrainConfig, train_beats
-from ecgcap.runtime.cli import say
-from ecgcap.runtime.distribute import Distribution, streamed_run_dir
+from ecgcap.runtime.cli import finish_worker, training_run_dir
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.paths import DATA_ENV, find_dataset, make_run_dir, resolve_data_dir
+from ecgcap.runtime.paths import DATA_ENV, find_dataset, resolve_data_dir
 
 URL_ENV = "ECGCAP_PHYSIONET_URL"  # a PhysioNet mirror, e.g. https://physionet.org/files
 
@@ -85,19 +83,11 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     if args.name is None and isinstance(config, RhythmTrainConfig) and config.fold and \
             config.pipeline == "shards":
         name += f"-fold{config.fold}"  # streamed folds are separate jobs, each its own run
-    dist = getattr(args, "distribution", None) or Distribution()
-    if config.pipeline == "shards":
-        dist.check_batch(config.batch_size)
-        say(args, dist.describe(config.batch_size, config.learning_rate, config.clipnorm))
-        run_dir = streamed_run_dir(name, args.runs_dir, dist, overwrite=args.overwrite,
-                                   resume=args.resume)
-    else:
-        run_dir = make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+    run_dir, dist = training_run_dir(args, name, config)
     train = train_rhythm if isinstance(config, RhythmTrainConfig) else train_beats
     report = train(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet,
                    distribution=dist)
-    if not dist.is_chief:
-        shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
+    finish_worker(dist, run_dir)
     return report, run_dir
 
 

@@ -39,9 +39,10 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    fit_resumable,
     gradient_log,
     interrupted,
-    restored_state,
+    streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
@@ -456,27 +457,19 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
                                          Distribution()).take(1)))
     dist.prepare_fit(model, tuple(tf_to_numpy(part) for part in example))
     info = model_info(config, db)
-    checkpoint = Checkpoint(part_dir, info, monitor="val_score", patience=config.patience,
-                            state=restored_state(backup, first_epoch, "val_score"),
-                            save_models=dist.is_chief, save_last=False,
-                            state_path=backup / "state.json")
-    t1 = time.perf_counter()
-    if first_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
-        try:
-            model.fit(
-                recording_stream(shards, split["train"], classes, weights, config, dist,
-                                 first_epoch),
-                epochs=config.epochs, initial_epoch=first_epoch, shuffle=False,
-                steps_per_epoch=steps_per_epoch(len(split["train"]), config.batch_size),
-                callbacks=[StopOnSignal(),
-                           ValidationScore(val["signal"], val["rr"], y["val"], classes,
-                                           config.rhythm, distribution=dist),
-                           checkpoint,
-                           keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
-                verbose=0 if quiet or not dist.is_chief else 2)
-        except KeyboardInterrupt:
-            raise interrupted(part_dir, checkpoint.state) from None
-    train_seconds = time.perf_counter() - t1
+    checkpoint = streamed_checkpoint(part_dir, info, "val_score", config.patience, dist,
+                                     backup, first_epoch)
+    train_seconds = fit_resumable(
+        model, recording_stream(shards, split["train"], classes, weights, config, dist,
+                                first_epoch),
+        checkpoint, part_dir, epochs=config.epochs, initial_epoch=first_epoch, shuffle=False,
+        steps_per_epoch=steps_per_epoch(len(split["train"]), config.batch_size),
+        callbacks=[StopOnSignal(),
+                   ValidationScore(val["signal"], val["rr"], y["val"], classes, config.rhythm,
+                                   distribution=dist),
+                   checkpoint,
+                   keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
+        verbose=0 if quiet or not dist.is_chief else 2)
     if not dist.is_chief:
         return {"worker": dist.worker, "epochs_run": checkpoint.state["epoch"]}
     report: dict[str, Any] = {

@@ -34,9 +34,10 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    fit_resumable,
     gradient_log,
     interrupted,
-    restored_state,
+    streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
@@ -413,27 +414,17 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
     dist.prepare_fit(model, ({k: v[:2] for k, v in val.items()}, y["val"][:2],
                              np.ones(2, np.float32)))
     info = model_info(config, db)
-    checkpoint = Checkpoint(run_dir, info, patience=config.patience,
-                            state=restored_state(backup, first_epoch, "val_macro_f1"),
-                            save_models=dist.is_chief, save_last=False,
-                            state_path=backup / "state.json")
-    t1 = time.perf_counter()
-    if first_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
-        try:
-            model.fit(
-                beat_stream(shards["train"], classes, weights, config, dist, first_epoch),
-                epochs=config.epochs, initial_epoch=first_epoch,
-                steps_per_epoch=steps_per_epoch(len(shards["train"]), config.batch_size),
-                shuffle=False,  # the stream's own order (each epoch's plan)
-                callbacks=[StopOnSignal(),
-                           ValidationScore(val, y["val"], classes, distribution=dist),
-                           checkpoint,
-                           keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
-                verbose=0 if quiet or not dist.is_chief else 2,
-            )
-        except KeyboardInterrupt:
-            raise interrupted(run_dir, checkpoint.state) from None
-    train_seconds = time.perf_counter() - t1
+    checkpoint = streamed_checkpoint(run_dir, info, "val_macro_f1", config.patience, dist,
+                                     backup, first_epoch)
+    train_seconds = fit_resumable(
+        model, beat_stream(shards["train"], classes, weights, config, dist, first_epoch),
+        checkpoint, run_dir, epochs=config.epochs, initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch(len(shards["train"]), config.batch_size),
+        shuffle=False,  # the stream's own order (each epoch's plan)
+        callbacks=[StopOnSignal(), ValidationScore(val, y["val"], classes, distribution=dist),
+                   checkpoint,
+                   keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
+        verbose=0 if quiet or not dist.is_chief else 2)
     if not dist.is_chief:
         return {"worker": dist.worker, "epochs_run": checkpoint.state["epoch"]}
     with no_distribution():

@@ -153,3 +153,28 @@ def restored_state(backup_dir: Path, epoch: int, monitor: str) -> dict[str, Any]
     state.update(epoch=epoch, best=float(scores[best]), best_epoch=best + 1,
                  wait=epoch - (best + 1))
     return state
+
+
+def streamed_checkpoint(run_dir: Path, info: dict[str, Any], monitor: str, patience: int,
+                        distribution: Any, backup: Path, first_epoch: int) -> Checkpoint:
+    """The :class:`Checkpoint` of a streamed run: decisions on every worker, models from the
+    chief only, the weights left to ``BackupAndRestore`` in ``backup``, the state beside them."""
+    return Checkpoint(run_dir, info, monitor=monitor, patience=patience,
+                      state=restored_state(backup, first_epoch, monitor),
+                      save_models=distribution.is_chief, save_last=False,
+                      state_path=Path(backup) / "state.json")
+
+
+def fit_resumable(model: keras.Model, data: Any, checkpoint: Checkpoint, run_dir: Path, *,
+                  epochs: int, initial_epoch: int, **fit: Any) -> float:
+    """``model.fit`` unless the run is over (``epochs`` reached or patience spent); Ctrl-C and
+    SIGTERM end it with :func:`interrupted`. Returns the seconds it trained."""
+    import time
+
+    start = time.perf_counter()
+    if initial_epoch < epochs and checkpoint.state["wait"] < checkpoint.patience:
+        try:
+            model.fit(data, epochs=epochs, initial_epoch=initial_epoch, **fit)
+        except KeyboardInterrupt:
+            raise interrupted(run_dir, checkpoint.state) from None
+    return time.perf_counter() - start

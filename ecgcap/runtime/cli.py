@@ -19,6 +19,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from ecgcap.runtime.errors import EXIT_FAILURE, EXIT_USAGE, EcgcapError
 
@@ -151,3 +153,32 @@ def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], in
         return EXIT_FAILURE
     finally:
         warnings.showwarning = previous
+
+
+def training_run_dir(args: argparse.Namespace, name: str, config: Any) -> tuple[Path, Any]:
+    """The run folder of a ``train_*`` command and the distribution it trains under.
+
+    A streamed run (``config.pipeline == "shards"``) checks that the global batch splits over
+    the replicas, says how it is spread, and continues a backed-up run
+    (:func:`ecgcap.runtime.distribute.streamed_run_dir`); otherwise
+    :func:`ecgcap.runtime.paths.make_run_dir`.
+    """
+    from ecgcap.runtime.distribute import Distribution, streamed_run_dir
+    from ecgcap.runtime.paths import make_run_dir
+
+    dist = getattr(args, "distribution", None) or Distribution()
+    if config.pipeline == "shards":
+        dist.check_batch(config.batch_size)
+        say(args, dist.describe(config.batch_size, config.learning_rate, config.clipnorm))
+        return streamed_run_dir(name, args.runs_dir, dist, overwrite=args.overwrite,
+                                resume=args.resume), dist
+    return make_run_dir(name, args.runs_dir, overwrite=args.overwrite,
+                        resume=args.resume), dist
+
+
+def finish_worker(distribution: Any, run_dir: Path) -> None:
+    """A worker other than the chief removes its folder (only its backup was there)."""
+    if not distribution.is_chief:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
