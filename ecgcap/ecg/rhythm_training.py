@@ -33,7 +33,7 @@ from ecgcap.ecg.recordings import (
     predict_recordings,
     write_recording_shards,
 )
-from ecgcap.ecg.training import class_weights
+from ecgcap.ecg.training import class_weights, write_outputs
 from ecgcap.runtime.batches import ShuffledBatches
 from ecgcap.runtime.checkpoint import (
     Checkpoint,
@@ -47,7 +47,7 @@ from ecgcap.runtime.checkpoint import (
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
-from ecgcap.runtime.modelfile import load_model, save_model
+from ecgcap.runtime.modelfile import load_model
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 
@@ -275,16 +275,18 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
         "history": checkpoint.state["history"],
         "seconds": {"train": round(train_seconds, 1)},
     }
-    for part in ("val", "test"):
-        p = parts[part]
+    _score(best, {part: parts[part] for part in ("val", "test")}, y, config, classes, report)
+    write_outputs(best, run_dir, info, report)
+    return report
+
+
+def _score(best: keras.Model, parts: dict[str, dict[str, Any]], y: dict[str, np.ndarray],
+           config: RhythmTrainConfig, classes: tuple[str, ...], report: dict[str, Any]) -> None:
+    """Challenge scores and predicted labels of ``parts`` (signals and rr) into ``report``."""
+    for part, p in parts.items():
         probs = predict_recordings(best, p["signal"], p["rr"], config.rhythm)
         report[part] = evaluation.challenge_report(y[part], probs.argmax(-1), classes)
         report[f"{part}_predictions"] = [classes[i] for i in probs.argmax(-1)]
-    save_model(best, run_dir / "model.keras", info)
-    atomic_write_json(run_dir / "report.json", report)
-    plots.plot_confusion(report["test"], run_dir / "confusion.png")
-    plots.plot_learning_curves(report["history"], run_dir / "learning_curves.png")
-    return report
 
 
 def _summary(values: list[float | None]) -> dict[str, float | None]:
@@ -486,15 +488,9 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
     }
     with no_distribution():
         best, _ = load_model(part_dir / "best.keras", (RHYTHM_MODEL,))
-        for part in ("val", "test"):
-            p = val if part == "val" else shards.take(split["test"], ("signal", "rr"))
-            probs = predict_recordings(best, p["signal"], p["rr"], config.rhythm)
-            report[part] = evaluation.challenge_report(y[part], probs.argmax(-1), classes)
-            report[f"{part}_predictions"] = [classes[i] for i in probs.argmax(-1)]
-    save_model(best, part_dir / "model.keras", info)
-    atomic_write_json(part_dir / "report.json", report)
-    plots.plot_confusion(report["test"], part_dir / "confusion.png")
-    plots.plot_learning_curves(report["history"], part_dir / "learning_curves.png")
+        _score(best, {"val": val, "test": shards.take(split["test"], ("signal", "rr"))}, y,
+               config, classes, report)
+    write_outputs(best, part_dir, info, report)
     if config.folds:
         return _folds_report(config, db, {config.fold: report}, data, run_dir, prep_seconds)
     return report

@@ -243,8 +243,9 @@ def _report(config: TrainConfig, classes: Sequence[str], weights: dict[int, floa
     return report
 
 
-def _write_outputs(best: keras.Model, run_dir: Path, info: dict[str, Any],
-                   report: dict[str, Any]) -> None:
+def write_outputs(best: keras.Model, run_dir: Path, info: dict[str, Any],
+                  report: dict[str, Any]) -> None:
+    """A finished run's ``model.keras``, ``report.json`` and plots (both ECG tasks)."""
     save_model(best, run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", report)
     plots.plot_confusion(report["test"], run_dir / "confusion.png")
@@ -324,7 +325,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     records = {k: sorted(set(v["record"].tolist())) for k, v in parts.items()}
     report = _report(config, classes, weights, records, y, pred, checkpoint.state,
                      {"prepare": prep_seconds, "train": train_seconds})
-    _write_outputs(best, run_dir, info, report)
+    write_outputs(best, run_dir, info, report)
     return report
 
 
@@ -434,5 +435,5 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
                      {"prepare": prep_seconds, "train": train_seconds})
     report["distribution"] = dist.as_dict(config.batch_size)
     report["resumed_from_epoch"] = first_epoch
-    _write_outputs(best, run_dir, info, report)
+    write_outputs(best, run_dir, info, report)
     return report
