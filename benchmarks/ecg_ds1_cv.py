@@ -59,7 +59,8 @@ def main() -> int:
             batches = BeatBatches({"beat": data["beat"][train], "rr": data["rr"][train]},
                                   y[train], np.array([w[i] for i in y[train]], np.float32),
                                   config.batch_size, augment=config.augment, seed=seed)
-            model.fit(batches, epochs=args.epochs, verbose=0)
+            model.fit(batches, epochs=args.epochs, callbacks=[batches.callback()],
+                      shuffle=False, verbose=0)
             probs = model.predict({"beat": data["beat"][test], "rr": data["rr"][test]},
                                   batch_size=2048, verbose=0)
             pred[test] = probs.argmax(-1)

@@ -159,3 +159,13 @@ def test_interrupt_checkpoints_and_resume_finishes_the_run(signame, mitdb_dir, t
     report = json.loads((run / "report.json").read_text())
     assert report["epochs_run"] == 3 and len(report["history"]["loss"]) == 3
     assert report["records"]["train"] == ["101", "106"]
+    if signame == "SIGTERM":  # the resumed run is the uninterrupted one, epoch for epoch
+        straight = subprocess.run([*command[:command.index("--name") + 1], "straight",
+                                   *command[command.index("--name") + 2:]],
+                                  capture_output=True, text=True, timeout=600)
+        assert straight.returncode == 0, straight.stderr[-2000:]
+        a = json.loads((runs / "straight" / "report.json").read_text())
+        assert a["history"].keys() == report["history"].keys()
+        for key, values in a["history"].items():
+            assert report["history"][key] == pytest.approx(values, rel=1e-5), key
+        assert report["test"]["macro_f1"] == pytest.approx(a["test"]["macro_f1"], rel=1e-5)

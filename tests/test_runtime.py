@@ -110,3 +110,24 @@ def test_same_seed_same_numbers_on_cpu():
     a, b = _fit_once(7), _fit_once(7)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, _fit_once(8))
+
+
+def test_shuffled_batches_depend_on_seed_and_epoch_only():
+    """A run resumed at epoch k (batches built with epoch=k) sees the batches of an
+    uninterrupted run at epoch k; every example once per epoch; epochs differ."""
+    from ecgcap.runtime.batches import ShuffledBatches
+
+    def epoch_of(batches: ShuffledBatches) -> list[int]:
+        return np.concatenate([batches.batch_indices(i) for i in range(len(batches))]).tolist()
+
+    straight = ShuffledBatches(23, 5, seed=7)
+    orders = []
+    for epoch in range(3):
+        straight.callback().on_epoch_begin(epoch)
+        orders.append(epoch_of(straight))
+        assert sorted(orders[-1]) == list(range(23)) and len(straight) == 5
+    assert orders[0] != orders[1] != orders[2]
+    assert epoch_of(ShuffledBatches(23, 5, seed=7, epoch=2)) == orders[2]
+    straight.on_epoch_end()  # Keras' own count, without the callback, moves on as well
+    assert epoch_of(straight) == epoch_of(ShuffledBatches(23, 5, seed=7, epoch=3))
+    assert epoch_of(ShuffledBatches(23, 5, seed=8)) != orders[0]

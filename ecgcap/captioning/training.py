@@ -27,6 +27,7 @@ from ecgcap.captioning.images import augment, load_images
 from ecgcap.captioning.models import build_captioner
 from ecgcap.captioning.pairs import write_pair_shards
 from ecgcap.captioning.text import Vocabulary, tokenize
+from ecgcap.runtime.batches import ShuffledBatches
 from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
@@ -74,24 +75,18 @@ def encode_captions(data: CaptionSet, vocab: Vocabulary, per_image: int, max_len
     return out
 
 
-class CaptionBatches(keras.utils.PyDataset):
+class CaptionBatches(ShuffledBatches):
     """Each epoch: every image once, in an order drawn from ``(seed, epoch)``, with all its
     captions; images flipped / rotated at random. Inputs are the captions without their last
     token, targets the captions without ``<start>`` (teacher forcing)."""
 
     def __init__(self, images: np.ndarray, captions: np.ndarray, scenes: np.ndarray | None,
-                 batch_size: int, *, augment: bool = True, seed: int = 0):
-        super().__init__()
-        self.images, self.captions, self.scenes = images, captions, scenes
-        self.batch_size, self.augment, self.seed = batch_size, augment, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+                 batch_size: int, *, augment: bool = True, seed: int = 0, epoch: int = 0):
+        super().__init__(len(images), batch_size, seed=seed, epoch=epoch)
+        self.images, self.captions, self.scenes, self.augment = images, captions, scenes, augment
 
     def __getitem__(self, i: int):
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
-        idx = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
+        idx = np.sort(self.batch_indices(i))
         images = self.images[idx]
         if self.augment:
             images = augment(images, np.random.default_rng((self.seed, self.epoch, i)))
@@ -101,17 +96,6 @@ class CaptionBatches(keras.utils.PyDataset):
         if self.scenes is not None:
             y["scene"] = self.scenes[idx]
         return x, y
-
-
-class EpochCounter(keras.callbacks.Callback):
-    """Tells the batches which epoch it is (so that a resumed run draws the same batches)."""
-
-    def __init__(self, batches: CaptionBatches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.batches.epoch = epoch
 
 
 def cider(references: list[list[str]], candidates: list[str]) -> float:
@@ -371,7 +355,7 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         data = CaptionBatches(train_images, captions, scene_y, config.batch_size,
                               augment=config.augment, seed=config.seed)
         probe_x, probe_y = data[0]
-        callbacks.append(EpochCounter(data))
+        callbacks.append(data.callback())
         fit = {}
         checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
                                 state=state)

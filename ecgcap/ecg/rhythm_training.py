@@ -42,6 +42,7 @@ from ecgcap.runtime.checkpoint import (
     fit_resumable,
     gradient_log,
     interrupted,
+    restore_rng_states,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -51,40 +52,50 @@ from ecgcap.runtime.modelfile import load_model
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 
-class RecordingBatches(ShuffledBatches):
-    """Training batches: a random crop per recording, padded with a mask, plus sample weights.
+def crop_recordings(signals: Sequence[np.ndarray], keys: np.ndarray, *, crop: int, seed: int,
+                    epoch: int, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A training batch: a random ``crop``-sample window of each recording, padded, with its
+    mask, drawn per recording from ``(seed, epoch, key)`` so a recording gets the same window
+    whichever batch or worker it lands in.
 
     Augmentation of the waveform (channel 0) keeps the rhythm true: amplitude scaling
     (0.8-1.2), polarity flips (hand-held recorders are often held the other way round) and
     white noise.
     """
+    crops, rngs = [], []
+    for signal, key in zip(signals, keys, strict=True):
+        rng = np.random.default_rng([seed, epoch, int(key)])
+        start = int(rng.integers(0, len(signal) - crop + 1)) if len(signal) > crop else 0
+        crops.append(signal[start:start + crop])
+        rngs.append(rng)
+    x, mask = pad_batch(crops)
+    if augment:
+        for j, rng in enumerate(rngs):
+            gain = rng.uniform(0.8, 1.2) * rng.choice([-1.0, 1.0])
+            wave = x[j, :, 0] * gain + rng.normal(0, 0.05, x.shape[1])
+            x[j, :, 0] = (wave * mask[j]).astype(np.float32)
+    return x, mask
+
+
+class RecordingBatches(ShuffledBatches):
+    """Training batches: a random crop per recording (:func:`crop_recordings`), padded with a
+    mask, plus sample weights."""
 
     def __init__(self, signals: Sequence[np.ndarray], rr: np.ndarray, y: np.ndarray,
                  weights: np.ndarray, batch_size: int, crop: int, *, augment: bool = True,
-                 use_rr: bool = True, seed: int = 0):
-        super().__init__(y, weights, batch_size, seed=seed)
-        self.signals, self.rr, self.crop = list(signals), rr, crop
+                 use_rr: bool = True, seed: int = 0, epoch: int = 0):
+        super().__init__(len(y), batch_size, seed=seed, epoch=epoch)
+        self.signals, self.rr, self.y, self.w, self.crop = list(signals), rr, y, weights, crop
         self.augment, self.use_rr = augment, use_rr
 
     def __getitem__(self, i: int):
         idx = self.batch_indices(i)
-        rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
-        crops = []
-        for j in idx:
-            s = self.signals[j]
-            start = int(rng.integers(0, len(s) - self.crop + 1)) if len(s) > self.crop else 0
-            crops.append(s[start:start + self.crop])
-        x, mask = pad_batch(crops)
-        if self.augment:
-            n = len(idx)
-            gain = rng.uniform(0.8, 1.2, (n, 1)) * rng.choice([-1.0, 1.0], (n, 1))
-            wave = x[..., 0] * gain + rng.normal(0, 0.05, x.shape[:2])
-            x[..., 0] = (wave * mask).astype(np.float32)
+        x, mask = crop_recordings([self.signals[j] for j in idx], idx, crop=self.crop,
+                                  seed=self.seed, epoch=self.epoch, augment=self.augment)
         inputs = {"signal": x, "mask": mask}
         if self.use_rr:
             inputs["rr"] = self.rr[idx]
         return inputs, self.y[idx], self.w[idx]
-
 
 
 RHYTHM_MODEL = "ecg-rhythm"
@@ -232,6 +243,7 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
     if resume and ckpt.is_file() and state_file.is_file():
         model, _ = load_model(ckpt, (RHYTHM_MODEL,))
         state = json.loads(state_file.read_text())
+        restore_rng_states(model, state.get("rng", {}))
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config, len(classes))
@@ -248,13 +260,14 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
         parts["train"]["signal"], parts["train"]["rr"], y["train"],
         np.array([weights[i] for i in y["train"]], dtype=np.float32), config.batch_size,
         config.rhythm.crop, augment=config.augment, use_rr=config.hrv,
-        seed=config.seed + checkpoint.state["epoch"])
+        seed=config.seed, epoch=checkpoint.state["epoch"])
     val = parts["val"]
     t0 = time.perf_counter()
     if checkpoint.state["epoch"] < config.epochs and checkpoint.state["wait"] < config.patience:
         try:
             model.fit(batches, epochs=config.epochs, initial_epoch=checkpoint.state["epoch"],
-                      callbacks=[StopOnSignal(),
+                      shuffle=False,
+                      callbacks=[StopOnSignal(), batches.callback(),
                                  ValidationScore(val["signal"], val["rr"], y["val"], classes,
                                                  config.rhythm),
                                  *gradient_log(config.log_gradients, _fixed_batch(val, config),
@@ -375,27 +388,15 @@ def _folds_report(config: RhythmTrainConfig, db: Database, fold_reports: dict[in
 def recording_stream(shards: ShardSet, subset: np.ndarray, classes: Sequence[str],
                      weights: dict[int, float], config: RhythmTrainConfig,
                      distribution: Distribution, first_epoch: int = 0) -> Any:
-    """The training input of a streamed rhythm run: :class:`RecordingBatches`' random crops
-    and augmentation, drawn per recording from ``(seed, epoch, recording)``."""
+    """The training input of a streamed rhythm run: :func:`crop_recordings` of each batch."""
     import tensorflow as tf
 
     to_index = {c: i for i, c in enumerate(classes)}
     per_class = np.array([weights[i] for i in range(len(classes))], dtype=np.float32)
-    crop = config.rhythm.crop
 
     def make_batch(ex: dict[str, Any], keys: np.ndarray, mask: np.ndarray, epoch: int):
-        crops, gains, rngs = [], [], []
-        for signal, key in zip(ex["signal"], keys, strict=True):
-            rng = np.random.default_rng([config.seed, epoch, int(key)])
-            start = int(rng.integers(0, len(signal) - crop + 1)) if len(signal) > crop else 0
-            crops.append(signal[start:start + crop])
-            gains.append(rng.uniform(0.8, 1.2) * rng.choice([-1.0, 1.0]))
-            rngs.append(rng)
-        x, m = pad_batch(crops)
-        if config.augment:
-            for j, rng in enumerate(rngs):
-                wave = x[j, :, 0] * gains[j] + rng.normal(0, 0.05, x.shape[1])
-                x[j, :, 0] = (wave * m[j]).astype(np.float32)
+        x, m = crop_recordings(ex["signal"], keys, crop=config.rhythm.crop, seed=config.seed,
+                               epoch=epoch, augment=config.augment)
         inputs = {"signal": x, "mask": m}
         if config.hrv:
             inputs["rr"] = ex["rr"]

@@ -37,6 +37,7 @@ from ecgcap.runtime.checkpoint import (
     fit_resumable,
     gradient_log,
     interrupted,
+    restore_rng_states,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -122,26 +123,20 @@ def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> dict[int
 class BeatBatches(ShuffledBatches):
     """Shuffled training batches with per-beat weights and light augmentation.
 
-    Augmentation keeps the label true: amplitude scaling (0.8-1.2), a baseline offset, white
-    noise and a shift of up to 3 samples; RR features are left as they are.
+    Augmentation keeps the label true (:func:`augment_beats`, drawn per beat from
+    ``(seed, epoch, beat)``); RR features are left as they are.
     """
 
     def __init__(self, x: dict[str, np.ndarray], y: np.ndarray, weights: np.ndarray,
-                 batch_size: int, *, augment: bool = True, seed: int = 0):
-        super().__init__(y, weights, batch_size, seed=seed)
-        self.x, self.augment = x, augment
+                 batch_size: int, *, augment: bool = True, seed: int = 0, epoch: int = 0):
+        super().__init__(len(y), batch_size, seed=seed, epoch=epoch)
+        self.x, self.y, self.w, self.augment = x, y, weights, augment
 
     def __getitem__(self, i: int):
         idx = np.sort(self.batch_indices(i))
         beat = self.x["beat"][idx]
         if self.augment:
-            rng = np.random.default_rng((int(self.rng.integers(2**31)), i))
-            n = len(idx)
-            beat = beat * rng.uniform(0.8, 1.2, (n, 1, 1)).astype(np.float32)
-            beat[..., 0] += rng.uniform(-0.2, 0.2, (n, 1)).astype(np.float32)
-            beat += rng.normal(0, 0.05, beat.shape).astype(np.float32)
-            shift = int(rng.integers(-3, 4))
-            beat = np.roll(beat, shift, axis=1)
+            beat = augment_beats(beat, idx, self.seed, self.epoch)
         return {"beat": beat, "rr": self.x["rr"][idx]}, self.y[idx], self.w[idx]
 
 
@@ -289,6 +284,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
                               input=str(run_dir), exit_code=EXIT_USAGE)
         model, _ = load_model(ckpt, (BEAT_MODEL,))
         state = json.loads(state_file.read_text())
+        restore_rng_states(model, state.get("rng", {}))
     else:
         model = build_model(config, len(classes))
         model.get_layer("rr_norm").adapt(parts["train"]["rr"])
@@ -302,14 +298,14 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     train_batches = BeatBatches(
         _inputs(parts["train"]), y["train"], np.array([weights[i] for i in y["train"]],
                                                        dtype=np.float32),
-        config.batch_size, augment=config.augment, seed=config.seed)
+        config.batch_size, augment=config.augment, seed=config.seed, epoch=initial_epoch)
     t1 = time.perf_counter()
     if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
         try:
             model.fit(
-                train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                train_batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
                 validation_data=(_inputs(parts["val"]), y["val"]),
-                callbacks=[StopOnSignal(),
+                callbacks=[StopOnSignal(), train_batches.callback(),
                            ValidationScore(_inputs(parts["val"]), y["val"], classes),
                            *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
                                          y["val"][:256]),
@@ -330,8 +326,9 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
 
 
 def augment_beats(beat: np.ndarray, keys: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    """:class:`BeatBatches`' augmentation drawn per beat from ``(seed, epoch, key)``, so a
-    beat is changed the same way whichever worker or batch it lands in."""
+    """Label-preserving augmentation drawn per beat from ``(seed, epoch, key)``, so a beat is
+    changed the same way whichever worker or batch it lands in: amplitude scaling (0.8-1.2),
+    a baseline offset, white noise and a shift of up to 3 samples."""
     out = np.empty_like(beat)
     for j, key in enumerate(keys):
         rng = np.random.default_rng([seed, epoch, int(key)])
