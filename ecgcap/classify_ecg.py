@@ -84,7 +84,9 @@ def _classify(model, info: dict, record: str, args: argparse.Namespace) -> dict:
     except EcgcapError as exc:
         if record in str(exc):
             raise
-        raise EcgcapError(str(exc), input=record, exit_code=exc.exit_code) from None
+        named = exc.input is not None and Path(record).name == exc.input  # "100" for ".../100"
+        raise EcgcapError(exc.message if named else str(exc), input=record,
+                          exit_code=exc.exit_code) from None
 
 
 def _print_rhythm(results: list[dict], classes: Sequence[str], fmt: str) -> None:

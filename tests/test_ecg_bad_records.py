@@ -6,6 +6,7 @@ Records are copies of real MIT-BIH records, damaged the way downloads and disks 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,90 @@ def test_clipped_signals_are_flagged(mitdb_dir, tmp_path):
 
     with pytest.warns(UserWarning, match=r"100: .*% of the signal sits flat at its limits"):
         prepare_record(tmp_path / "100", get_database("mitdb"), BeatConfig())
+
+
+def _write_lead(folder: Path, name: str, signal: np.ndarray, fs: float = 360.0) -> Path:
+    wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["MLII"], p_signal=signal[:, None],
+                fmt=["16"], adc_gain=[200.0], baseline=[0], write_dir=str(folder))
+    return folder / name
+
+
+def _damage(kind: str, record: Path) -> tuple[Path, list[str]]:
+    """Damage the copy of record 100 the way ``kind`` says; return the record to classify
+    and extra options."""
+    folder = record.parent
+    if kind == "missing record":
+        return folder / "nosuch", []
+    if kind == "missing folder":
+        return folder / "nosuch" / "100", []
+    if kind == "header without signal file":
+        record.with_suffix(".dat").unlink()
+    elif kind == "corrupt signal file":  # same length, some bytes zeroed: only the checksum knows
+        dat = record.with_suffix(".dat")
+        data = bytearray(dat.read_bytes())
+        data[5000:5012] = bytes(12)
+        dat.write_bytes(bytes(data))
+    elif kind == "header with another number of signals":
+        header = record.with_suffix(".hea")
+        lines = header.read_text().splitlines()
+        lines[0] = lines[0].replace("100 2 ", "100 3 ", 1)
+        lines.insert(3, lines[2].replace("V5", "V6"))
+        header.write_text("\n".join(lines) + "\n")
+    elif kind == "missing annotation file":
+        record.with_suffix(".atr").unlink()
+        return record, ["--annotations", "atr"]
+    elif kind == "all-zero signal":
+        return _write_lead(folder, "zero", np.zeros(7200)), []
+    elif kind == "NaN signal":
+        return _write_lead(folder, "nan", np.full(7200, np.nan)), []
+    elif kind == "shorter than one window":
+        return _write_lead(folder, "short", np.random.default_rng(0).normal(0, 0.1, 100)), []
+    return record, []
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("missing record", "no header file (.hea)"),
+    ("missing folder", "no such record folder"),
+    ("header without signal file", "signal file missing (100.dat)"),
+    ("corrupt signal file", "do not add up to the header's checksum"),
+    ("header with another number of signals", "does not match its header"),
+    ("missing annotation file", "no annotation file .atr"),
+    ("all-zero signal", "signal is constant"),
+    ("NaN signal", "no valid samples"),
+    ("shorter than one window", "shorter than the 2 s minimum"),
+])
+def test_damaged_records_are_one_line_through_classify_ecg(kind, phrase, record_copy, tmp_path):
+    record, extra = _damage(kind, record_copy)
+    out = tmp_path / "out"
+    _one_line_error(_classify(record, out, *extra), str(record), phrase)
+    assert not out.exists()
+
+
+def test_a_record_at_another_sampling_rate_is_resampled(record_copy, tmp_path):
+    """A minute of record 100 written at 250 Hz: the beat model (180 Hz) still labels it."""
+    from scipy.signal import resample_poly
+
+    x = io.signal_of(io.read_record(record_copy))[:360 * 60, 0]
+    record = _write_lead(tmp_path, "r250", resample_poly(x, 25, 36), fs=250.0)
+    result = run_module("ecgcap.classify_ecg", str(record), "--format", "json",
+                        "--device", "cpu", "-q")
+    assert result.returncode == 0, result.stderr[-2000:]
+    [out] = json.loads(result.stdout)
+    assert out["fs"] == 250.0 and out["positions"] == "xqrs"
+    assert 60 <= len(out["beats"]) <= 90  # record 100: about 75 beats a minute
+    assert sum(b["label"] == "N" for b in out["beats"]) >= 0.9 * len(out["beats"])
+
+
+def test_empty_records_list_or_missing_record_is_one_line_through_train_ecg(tmp_path):
+    """... and the run folder made for the run is removed again (prepared data is cached
+    apart from it, and a cache never answers for a record that is not there)."""
+    db = tmp_path / "mitdb"
+    db.mkdir()
+    (db / "RECORDS").write_text("\n")
+    command = ["ecgcap.train_ecg", "--data-dir", str(db), "--runs-dir", str(tmp_path / "runs"),
+               "--device", "cpu"]
+    _one_line_error(run_module(*command), "RECORDS", "the RECORDS list is empty")
+    assert not (tmp_path / "runs").exists()
+    (db / "RECORDS").write_text("100\n101\n")  # listed, but not in the folder
+    _one_line_error(run_module(*command), str(db / "101"), "no header file (.hea)")
+    assert not (tmp_path / "runs").exists()

@@ -131,3 +131,22 @@ def test_shuffled_batches_depend_on_seed_and_epoch_only():
     straight.on_epoch_end()  # Keras' own count, without the callback, moves on as well
     assert epoch_of(straight) == epoch_of(ShuffledBatches(23, 5, seed=7, epoch=3))
     assert epoch_of(ShuffledBatches(23, 5, seed=8)) != orders[0]
+
+
+def test_cached_arrays_answer_only_for_their_source(tmp_path):
+    from ecgcap.runtime.files import cached_arrays
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"x": np.arange(3) + len(calls)}
+
+    path = tmp_path / "c" / "r.npz"
+    first = cached_arrays(path, "a", make)
+    assert cached_arrays(path, "a", make)["x"].tolist() == first["x"].tolist() and len(calls) == 1
+    assert cached_arrays(path, "b", make)["x"].tolist() == [2, 3, 4]  # another source: made again
+    path.write_bytes(b"damaged")
+    assert cached_arrays(path, "b", make)["x"].tolist() == [3, 4, 5] and len(calls) == 3
+    assert cached_arrays(path, "b", make)["x"].tolist() == [3, 4, 5] and len(calls) == 3
+    assert not [p for p in path.parent.iterdir() if p != path]  # no temporary files left

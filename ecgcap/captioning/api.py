@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgcap.captioning.config import CaptionTrainConfig
-from ecgcap.runtime.cli import finish_worker, say, training_run_dir
+from ecgcap.runtime.cli import finish_worker, say, tidy_on_failure, training_run_dir
 from ecgcap.runtime.paths import make_run_dir
 
 
@@ -46,9 +46,11 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     report = (lambda line: say(args, line))  # noqa: E731
     splits = load_splits(config, data_dir=args.data_dir, image_dir=args.image_dir, report=report)
     name = args.name or f"{Path(config.dataset).stem}-captioner-seed{config.seed}"
-    run_dir, dist = training_run_dir(args, name, config)
-    result = train_captioner(config, run_dir, resume=args.resume, quiet=args.quiet,
-                             splits=splits, report=report, distribution=dist)
+    with tidy_on_failure(args.runs_dir) as made:
+        run_dir, dist = training_run_dir(args, name, config)
+        made.append(run_dir)
+        result = train_captioner(config, run_dir, resume=args.resume, quiet=args.quiet,
+                                 splits=splits, report=report, distribution=dist)
     finish_worker(dist, run_dir)
     return result, run_dir
 

@@ -12,7 +12,7 @@ from ecgcap.ecg import evaluation
 from ecgcap.ecg.databases import get_database
 from ecgcap.ecg.rhythm_training import RhythmTrainConfig, train_rhythm
 from ecgcap.ecg.training import TrainConfig, train_beats
-from ecgcap.runtime.cli import finish_worker, training_run_dir
+from ecgcap.runtime.cli import finish_worker, tidy_on_failure, training_run_dir
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.paths import DATA_ENV, find_dataset, resolve_data_dir
 
@@ -83,10 +83,12 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     if args.name is None and isinstance(config, RhythmTrainConfig) and config.fold and \
             config.pipeline == "shards":
         name += f"-fold{config.fold}"  # streamed folds are separate jobs, each its own run
-    run_dir, dist = training_run_dir(args, name, config)
     train = train_rhythm if isinstance(config, RhythmTrainConfig) else train_beats
-    report = train(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet,
-                   distribution=dist)
+    with tidy_on_failure(args.runs_dir) as made:
+        run_dir, dist = training_run_dir(args, name, config)
+        made.append(run_dir)
+        report = train(config, db, db_dir, run_dir, resume=args.resume, quiet=args.quiet,
+                       distribution=dist)
     finish_worker(dist, run_dir)
     return report, run_dir
 

@@ -24,7 +24,7 @@ from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
 from ecgcap.runtime.device import cpu_threads
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.files import atomic_path
+from ecgcap.runtime.files import cached_arrays
 from ecgcap.runtime.paths import cache_dir
 from ecgcap.runtime.progress import progress
 from ecgcap.runtime.shards import ShardSet, prepare_shards
@@ -59,6 +59,7 @@ class BeatConfig:
 
 BEAT_CHANNELS = 2   # the normalised beat, and the beat minus the record's median beat
 RR_FEATURES = 8     # previous, next, local, average RR (s) and four ratios
+MIN_SECONDS = 2.0   # shorter records are refused: two beats and the band-pass filter's padding
 
 
 def relative_rr(rr: np.ndarray) -> np.ndarray:
@@ -101,6 +102,7 @@ def prepare_record(path: str | os.PathLike, db: Database, config: BeatConfig
     """Beats of one annotated record: inputs, AAMI labels and sample positions."""
     record = io.read_record(path)
     x = processing.select_lead(io.signal_of(record), record.sig_name, config.lead)
+    processing.check_signal(x, record.fs, min_seconds=MIN_SECONDS, name=str(path))
     if note := processing.clipping_note(x):
         warnings.warn(f"{path}: {note}", stacklevel=2)
     ann = io.read_annotation(path, db.annotator or "atr")
@@ -136,16 +138,10 @@ def load_beats(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
     folder = cache_dir() / db.name / config.key()
     for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
                          quiet=quiet):
-        cached = folder / f"{name}.npz"
-        if use_cache and cached.is_file():
-            with np.load(cached) as f:
-                part = dict(f)
-        else:
-            part = prepare_record(Path(db_dir) / name, db, config)
-            if use_cache:
-                with atomic_path(cached) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, **part)
+        path = Path(db_dir) / name
+        part = cached_arrays(folder / f"{name}.npz", io.source_fingerprint(path),
+                             lambda path=path: prepare_record(path, db, config),
+                             use_cache=use_cache)
         part["record"] = np.full(len(part["label"]), name)
         parts.append(part)
     if not parts:

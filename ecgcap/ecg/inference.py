@@ -13,7 +13,7 @@ import wfdb.processing
 
 import ecgcap.ecg.layers  # noqa: F401 - registers the custom layers rhythm models hold
 from ecgcap.ecg import io, processing
-from ecgcap.ecg.dataset import BeatConfig, beats_from_signal
+from ecgcap.ecg.dataset import MIN_SECONDS, BeatConfig, beats_from_signal
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.modelfile import load_model
 
@@ -90,6 +90,8 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
     if lead is not None:
         config = BeatConfig(**{**info["beats"], "lead": lead})
     x = processing.select_lead(io.signal_of(rec), rec.sig_name, config.lead)
+    processing.check_signal(x, rec.fs, min_seconds=MIN_SECONDS,
+                            name=str(path or rec.record_name))
     if note := processing.clipping_note(x):
         warnings.warn(f"{path or rec.record_name}: {note}", stacklevel=2)
     one_lead = wfdb.Record(record_name=rec.record_name, fs=rec.fs, sig_len=len(x),

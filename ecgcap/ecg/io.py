@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import re
 import tempfile
@@ -72,8 +73,9 @@ def read_record(path: str | os.PathLike) -> wfdb.Record:
     """Read a WFDB record (``path`` without extension, or its ``.hea``) with physical units.
 
     Copes with the ISO dates of the CinC 2017 headers. Errors name the record and the problem:
-    a header wfdb cannot parse, a missing signal file, or a signal file that does not match
-    its header (truncated, or another length, format or number of signals).
+    a header wfdb cannot parse, a missing signal file, a signal file that does not match
+    its header (truncated, or another length, format or number of signals), or samples that
+    do not match the header's checksums (:func:`check_checksums`).
     """
     base = _record_base(path)
     header = base.with_suffix(".hea")
@@ -86,7 +88,7 @@ def read_record(path: str | os.PathLike) -> wfdb.Record:
         except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
             raise EcgcapError(f"unreadable header ({exc})", input=str(header)) from None
         try:
-            return wfdb.rdrecord(name)
+            record = wfdb.rdrecord(name, physical=False)
         except FileNotFoundError as exc:
             raise EcgcapError(f"signal file missing ({Path(exc.filename or '').name})",
                               input=str(base)) from None
@@ -98,6 +100,38 @@ def read_record(path: str | os.PathLike) -> wfdb.Record:
                               input=str(base)) from None
         except OSError as exc:
             raise EcgcapError(f"unreadable record ({exc})", input=str(base)) from None
+    check_checksums(record, str(base))
+    record.p_signal, record.d_signal = record.dac(), None
+    return record
+
+
+def check_checksums(record: wfdb.Record, name: str) -> None:
+    """Refuse a signal file whose samples do not add up to the checksums in its header (a
+    corrupt ``.dat``), as WFDB's own tools check them. A checksum of 0 is taken as "none
+    given" (CinC 2017 headers write 0 for every recording)."""
+    given = record.checksum or []
+    if record.d_signal is None or not any(given):
+        return
+    actual = record.calc_checksum()
+    for lead, want, got in zip(record.sig_name, given, actual, strict=False):
+        if want and (int(want) - int(got)) % 65536:
+            raise EcgcapError(f"the samples of {lead} do not add up to the header's checksum "
+                              "(a corrupt signal file, or a header with the wrong format or "
+                              "number of signals)", input=name)
+
+
+def source_fingerprint(path: str | os.PathLike,
+                       suffixes: tuple[str, ...] = (".hea", ".dat", ".mat", ".atr")) -> str:
+    """A short digest of a record's files (resolved path, size, modification time), for
+    caches of what was prepared from them."""
+    base = _record_base(path)
+    parts = []
+    for suffix in suffixes:
+        f = base.with_name(base.name + suffix)
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            parts.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def read_annotation(path: str | os.PathLike, extension: str = "atr") -> wfdb.Annotation:

@@ -42,6 +42,23 @@ def select_lead(signal: np.ndarray, names: Sequence[str], lead: str = "MLII") ->
     return signal[:, names.index(lead)].astype(np.float32)
 
 
+def check_signal(x: np.ndarray, fs: float, *, min_seconds: float, name: str = "signal") -> None:
+    """Refuse, in one line naming ``name``, a lead that cannot be an ECG recording: shorter
+    than ``min_seconds``, with NaN or infinite samples (WFDB's invalid-sample value reads as
+    NaN), or constant (a flat line)."""
+    x = np.asarray(x)
+    if len(x) < min_seconds * fs:
+        raise EcgcapError(f"recording of {len(x) / fs:.2f} s is shorter than the "
+                          f"{min_seconds:g} s minimum", input=name)
+    finite = np.isfinite(x)
+    if not finite.all():
+        what = "no valid samples (all NaN or infinite)" if not finite.any() else \
+            f"{int((~finite).sum())} NaN or infinite samples"
+        raise EcgcapError(f"signal has {what}", input=name)
+    if np.ptp(x) == 0:
+        raise EcgcapError("signal is constant (a flat line, no ECG)", input=name)
+
+
 def resample_signal(x: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
     """Resample ``x`` from ``fs`` to ``target_fs`` Hz (polyphase, anti-aliased)."""
     if fs <= 0 or target_fs <= 0:

@@ -32,7 +32,7 @@ from ecgcap.ecg import io, processing
 from ecgcap.ecg.databases import Database
 from ecgcap.runtime.device import cpu_threads
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.files import atomic_path
+from ecgcap.runtime.files import cached_arrays
 from ecgcap.runtime.paths import cache_dir
 from ecgcap.runtime.progress import progress
 from ecgcap.runtime.shards import ShardSet, prepare_shards
@@ -84,13 +84,7 @@ def recording_from_signal(x: np.ndarray, fs: float, config: RhythmConfig = Rhyth
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
         raise EcgcapError(f"expected one lead, got an array of shape {x.shape}", input=name)
-    if len(x) < config.min_seconds * fs:
-        raise EcgcapError(f"recording of {len(x) / fs:.1f} s is shorter than the "
-                          f"{config.min_seconds:g} s minimum", input=name)
-    if not np.all(np.isfinite(x)):
-        raise EcgcapError("signal contains NaN or infinite values", input=name)
-    if np.ptp(x) == 0:
-        raise EcgcapError("signal is constant (no ECG)", input=name)
+    processing.check_signal(x, fs, min_seconds=config.min_seconds, name=name)
     peaks = wfdb.processing.xqrs_detect(x.astype(np.float64), fs=fs, verbose=False)
     rr = processing.hrv_features(peaks, fs, len(x) / fs)
     y = processing.filter_signal(x, fs, config.highpass, config.lowpass)
@@ -114,6 +108,10 @@ def read_recording(path: str | os.PathLike | wfdb.Record, config: RhythmConfig =
     return {**out, "record": str(rec.record_name), "fs": float(rec.fs)}
 
 
+def _signal_and_rr(recording: dict[str, Any]) -> dict[str, Any]:
+    return {"signal": recording["signal"], "rr": recording["rr"]}
+
+
 def load_recordings(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
                     config: RhythmConfig = RhythmConfig(), *, use_cache: bool = True,
                     quiet: bool = False) -> dict[str, Any]:
@@ -130,17 +128,10 @@ def load_recordings(db_dir: str | os.PathLike, db: Database, records: Sequence[s
     signals, rrs = [], []
     for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
                          quiet=quiet):
-        cached = folder / f"{name}.npz"
-        if use_cache and cached.is_file():
-            with np.load(cached) as f:
-                part = {"signal": f["signal"], "rr": f["rr"]}
-        else:
-            full = read_recording(Path(db_dir) / name, config)
-            part = {"signal": full["signal"], "rr": full["rr"]}
-            if use_cache:
-                with atomic_path(cached) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, **part)
+        path = Path(db_dir) / name
+        part = cached_arrays(folder / f"{name}.npz", io.source_fingerprint(path),
+                             lambda path=path: _signal_and_rr(read_recording(path, config)),
+                             use_cache=use_cache)
         signals.append(part["signal"])
         rrs.append(part["rr"])
     if not signals:

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ecgcap.ecg import evaluation, plots
+from ecgcap.ecg import evaluation, io, plots
 from ecgcap.ecg.databases import Database
 from ecgcap.ecg.dataset import (
     BEAT_CHANNELS,
@@ -206,6 +206,7 @@ def build_model(config: TrainConfig, n_classes: int) -> keras.Model:
 def prepare_split(db: Database, db_dir: Path, config: TrainConfig, quiet: bool = False
                   ) -> dict[str, dict[str, np.ndarray]]:
     """The beats of each part of the split, as dicts of arrays."""
+    io.list_records(db_dir)  # a folder without a RECORDS list, or an empty one, is refused
     if config.split == "inter-patient":
         parts = split_records(db, config)
         return {k: load_beats(db_dir, db, v, config.beats, quiet=quiet or k != "train")
@@ -390,6 +391,7 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
     t0 = time.perf_counter()
+    io.list_records(db_dir)  # a folder without a RECORDS list, or an empty one, is refused
     records = split_records(db, config)
     shards = {k: write_beat_shards(db_dir, db, v, config.beats, quiet=quiet or not dist.is_chief)
               for k, v in records.items()}

@@ -15,10 +15,11 @@ any other exception is one line with exit code 1, and a traceback only with ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,24 @@ def training_run_dir(args: argparse.Namespace, name: str, config: Any) -> tuple[
                                 resume=args.resume), dist
     return make_run_dir(name, args.runs_dir, overwrite=args.overwrite,
                         resume=args.resume), dist
+
+
+@contextlib.contextmanager
+def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield a list for the run folder a training command makes; if the command then fails
+    (bad data met while preparing, say), that folder is removed again when it is still empty,
+    and ``runs_dir`` too when this call created it. Folders with anything in them (a
+    checkpoint, prepared shards) are kept for ``--resume``."""
+    runs_dir = Path(runs_dir)
+    existed = runs_dir.exists()
+    made: list[Path] = []
+    try:
+        yield made
+    except BaseException:
+        for folder in [*made, *([] if existed else [runs_dir])]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty folder goes
+        raise
 
 
 def finish_worker(distribution: Any, run_dir: Path) -> None:

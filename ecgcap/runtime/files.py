@@ -1,4 +1,4 @@
-"""Atomic writes: a crash never leaves a half-written file where a good one was."""
+"""Atomic writes (a crash never leaves a half-written file where a good one was) and caches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +51,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def cached_arrays(path: str | os.PathLike, source: str, make: Callable[[], dict[str, Any]], *,
+                  use_cache: bool = True) -> dict[str, Any]:
+    """The arrays ``make()`` returns, kept in the ``.npz`` file ``path`` for next time.
+
+    ``source`` fingerprints what they were made from (e.g. the input files' paths, sizes and
+    modification times); a cached file made from another source, or one that cannot be read,
+    is made again, so a cache never answers for data it was not built from.
+    """
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if use_cache and path.is_file():
+        try:
+            with np.load(path) as f:
+                if "_source" in f.files and str(f["_source"]) == source:
+                    return {k: f[k] for k in f.files if k != "_source"}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache file is simply made again
+    arrays = make()
+    if use_cache:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, _source=np.array(source), **arrays)
+    return arrays
