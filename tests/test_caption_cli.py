@@ -26,8 +26,55 @@ def test_bad_models_are_refused(tmp_path):
               f"{ECG_MODEL}: this is a 'ecg-beats' model, not caption")
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"PK\x03\x04 not really a zip")
-    result = run_module("ecgcap.caption", str(EXAMPLE), "--model", str(junk))
-    assert result.returncode == 2 and "corrupt or truncated model file" in result.stderr
+    _one_line(run_module("ecgcap.caption", str(EXAMPLE), "--model", str(junk)),
+              f"{junk}: corrupt or truncated model file (File is not a zip file)")
+
+    import keras
+
+    from ecgcap.runtime.modelfile import save_model
+
+    inputs = keras.Input((2,))  # a caption model that would run arbitrary code when loaded
+    lam = tmp_path / "lambda.keras"
+    save_model(keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)), lam,
+               {"kind": "caption"})
+    result = run_module("ecgcap.caption", str(EXAMPLE), "--model", str(lam))
+    assert result.returncode == 2 and "cannot load the model" in result.stderr, result.stderr
+    assert not result.stdout.strip()
+
+
+def test_bad_images_are_reported_while_the_good_ones_are_captioned(tmp_path):
+    """One call with the shipped model: every odd but valid image gets a caption; each bad
+    file is one line; the exit code says that some failed."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    img = Image.open(EXAMPLE).convert("RGB")
+    good = {"cmyk.jpg": img.convert("CMYK"), "palette.png": img.convert("P"),
+            "alpha.png": img.convert("RGBA"), "grey.png": img.convert("L"),
+            "grey16.png": Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 257),
+            "tiny.png": Image.new("RGB", (1, 1), (0, 128, 0))}
+    for name, image in good.items():
+        image.save(tmp_path / name)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not a picture\n")
+    (tmp_path / "cut.jpg").write_bytes(EXAMPLE.read_bytes()[:600])
+    Image.new("1", (9000, 9000)).save(tmp_path / "bomb.png")  # 81 Mpixels, a few kB on disk
+    bad = {"empty.jpg": "empty file", "text.jpg": "not an image Pillow can read",
+           "cut.jpg": "truncated or corrupt", "bomb.png": "refused, not decoded",
+           "missing.jpg": "no such image file"}
+    result = run_module("ecgcap.caption", str(EXAMPLE), *(str(tmp_path / n) for n in good),
+                        *(str(tmp_path / n) for n in bad), "--json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    captioned = json.loads(result.stdout)
+    assert [Path(c["image"]).name for c in captioned] == [EXAMPLE.name, *good]
+    assert all(len(c["caption"].split()) >= 3 for c in captioned)
+    lines = [x for x in result.stderr.splitlines() if x.startswith("python -m ecgcap.caption")]
+    assert len(lines) == len(bad)
+    for name, message in bad.items():
+        [line] = [x for x in lines if f"{tmp_path / name}:" in x]
+        assert message in line, line
 
 
 @pytest.mark.parametrize("args, message", [
