@@ -118,6 +118,10 @@ def test_rhythm_options_are_checked(small_cinc2017, tmp_path):
     beats = run_module("ecgcap.train_ecg", "--db", "mitdb", "--folds", "5",
                        "--runs-dir", str(tmp_path))
     assert beats.returncode == 2 and "apply to cinc2017 only" in beats.stderr
+    resume = run_module("ecgcap.train_ecg", "--db", "mitdb", "--runs-dir", str(tmp_path),
+                        "--name", "empty", "--resume")
+    assert resume.returncode == 2 and "has no checkpoint" in resume.stderr
+    assert not any((tmp_path / "empty").iterdir())
 
 
 def test_shipped_rhythm_model_labels_held_out_real_records(cinc2017_dir):

@@ -272,6 +272,10 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
                           input=f"--pipeline {config.pipeline}")
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
+    ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
+    if resume and not (ckpt.is_file() and state_file.is_file()):  # before any work
+        raise EcgcapError("--resume given but the run folder has no checkpoint",
+                          input=str(run_dir), exit_code=EXIT_USAGE)
     t0 = time.perf_counter()
     parts = prepare_split(db, db_dir, config, quiet)
     prep_seconds = time.perf_counter() - t0
@@ -279,10 +283,6 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
 
     state = None
     if resume:
-        ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
-        if not (ckpt.is_file() and state_file.is_file()):
-            raise EcgcapError("--resume given but the run folder has no checkpoint",
-                              input=str(run_dir), exit_code=EXIT_USAGE)
         model, _ = load_model(ckpt, (BEAT_MODEL,))
         state = json.loads(state_file.read_text())
         restore_rng_states(model, state.get("rng", {}))

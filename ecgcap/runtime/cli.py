@@ -185,11 +185,13 @@ def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
     checkpoint, prepared shards) are kept for ``--resume``."""
     runs_dir = Path(runs_dir)
     existed = runs_dir.exists()
+    before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
     made: list[Path] = []
     try:
         yield made
     except BaseException:
-        for folder in [*made, *([] if existed else [runs_dir])]:
+        new = [p for p in made if p not in before] + ([] if existed else [runs_dir])
+        for folder in new:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only an empty folder goes
         raise
