@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecgcap.ecg import io, processing
@@ -102,3 +102,46 @@ def test_real_record_100_beats_match_its_annotations(mitdb_dir):
     classes = processing.aami_classes(ann.symbol)
     counts = {c: int((classes == c).sum()) for c in "NSVFQ"}
     assert counts == {"N": 2239, "S": 33, "V": 1, "F": 0, "Q": 0}
+
+
+@settings(max_examples=20, deadline=None)
+@given(before=st.floats(0.05, 0.6), after=st.floats(0.1, 0.8), fs=st.sampled_from([90.0, 180.0,
+                                                                                  250.0, 360.0]),
+       start=st.integers(0, 600_000), seconds=st.integers(3, 40))
+def test_windows_of_a_real_record_property(mitdb_dir, before, after, fs, start, seconds):
+    """Beat windows cut from a stretch of record 100 at its annotated R peaks, for any window
+    and target rate: one window per beat that fits, the R peak at index ``before``, the second
+    channel the first minus the median beat, RR features positive."""
+    from ecgcap.ecg.dataset import BeatConfig, beats_from_signal
+
+    x, peaks = _record_100(mitdb_dir)
+    x = x[start:start + seconds * 360]
+    peaks = peaks[(peaks >= start) & (peaks < start + len(x))] - start
+    config = BeatConfig(fs=fs, before=before, after=after)
+    if len(peaks) < 2:
+        return
+    out = beats_from_signal(x, 360.0, peaks, config)
+    b, a = config.window
+    at = processing.resample_samples(peaks, 360.0, fs)
+    n = int(round(len(x) * fs / 360.0))
+    np.testing.assert_array_equal(out["kept"], (at - b >= 0) & (at + a <= n))
+    assert out["beat"].shape == (out["kept"].sum(), b + a, 2)
+    y = processing.normalise(processing.resample_signal(
+        processing.filter_signal(x, 360.0), 360.0, fs))
+    np.testing.assert_allclose(out["beat"][:, b, 0], y[at[out["kept"]]], rtol=1e-5, atol=1e-5)
+    median = np.median(out["beat"][..., 0], axis=0)
+    np.testing.assert_allclose(out["beat"][..., 1], out["beat"][..., 0] - median, atol=1e-5)
+    assert out["rr"].shape == (out["kept"].sum(), 8) and np.all(out["rr"][:, :4] > 0)
+
+
+_RECORD_100: dict = {}
+
+
+def _record_100(mitdb_dir) -> tuple[np.ndarray, np.ndarray]:
+    if not _RECORD_100:
+        rec = io.read_record(mitdb_dir / "100")
+        ann = io.read_annotation(mitdb_dir / "100")
+        beats = processing.aami_classes(ann.symbol) != ""
+        _RECORD_100["x"] = processing.select_lead(io.signal_of(rec), rec.sig_name, "MLII")
+        _RECORD_100["peaks"] = np.asarray(ann.sample)[beats]
+    return _RECORD_100["x"], _RECORD_100["peaks"]

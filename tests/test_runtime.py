@@ -150,3 +150,13 @@ def test_cached_arrays_answer_only_for_their_source(tmp_path):
     assert cached_arrays(path, "b", make)["x"].tolist() == [3, 4, 5] and len(calls) == 3
     assert cached_arrays(path, "b", make)["x"].tolist() == [3, 4, 5] and len(calls) == 3
     assert not [p for p in path.parent.iterdir() if p != path]  # no temporary files left
+
+
+def test_run_folder_that_is_not_writable_is_refused(tmp_path, monkeypatch):
+    """(Tests run as root here, where permissions never refuse, so the check is made to fail.)"""
+    import ecgcap.runtime.paths as paths
+
+    monkeypatch.setattr(paths.os, "access", lambda *a, **k: False)
+    with pytest.raises(EcgcapError, match="run folder is not writable") as err:
+        make_run_dir("r", tmp_path / "runs")
+    assert err.value.exit_code == EXIT_USAGE
