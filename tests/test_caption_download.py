@@ -69,8 +69,9 @@ def test_download_unpacks_into_the_layout_the_reader_wants(mirror, tmp_path):
 def test_checksum_mismatch_keeps_nothing(mirror, tmp_path):
     folder, sums = mirror
     wrong = {**sums, "Flickr8k_text.zip": "0" * 32}
-    with pytest.raises(EcgcapError, match="checksum mismatch for Flickr8k_text.zip"):
+    with pytest.raises(EcgcapError, match="checksum mismatch for Flickr8k_text.zip") as err:
         download_flickr8k(tmp_path / "f", base_url=folder.as_uri(), archives=wrong, quiet=True)
+    assert err.value.exit_code == 1  # a bad download, not bad usage
     assert not list((tmp_path / "f").iterdir())
 
 
@@ -89,8 +90,9 @@ def test_archives_cannot_write_outside_their_folder(tmp_path, member):
         z.writestr(member, "evil")
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(EcgcapError, match="refusing"):
+    with pytest.raises(EcgcapError, match="refusing") as err:
         extract_zip(archive, dest)
+    assert err.value.exit_code == 1 and "\n" not in str(err.value)  # an unsafe download
     assert not list(dest.iterdir())  # refused before anything was written
     assert not (tmp_path / "evil.txt").exists()
 
@@ -103,6 +105,7 @@ def test_links_in_archives_are_refused(tmp_path):
         z.writestr(info, "/etc/passwd")
     with pytest.raises(EcgcapError, match="refusing link"):
         extract_zip(archive, tmp_path / "dest", flickr8k_place)
+    assert not (tmp_path / "dest").exists() or not list((tmp_path / "dest").rglob("*"))
     assert flickr8k_place("__MACOSX/Flicker8k_Dataset/._a.jpg") is None
     assert flickr8k_place("Flicker8k_Dataset/a.jpg") == "images/a.jpg"
 

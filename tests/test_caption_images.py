@@ -68,7 +68,7 @@ def test_bad_files_are_one_clear_error(tmp_path, real_jpg):
         with pytest.raises(EcgcapError, match=message) as err:
             load_image(tmp_path / name, 32)
         assert str(err.value).startswith(str(tmp_path / name))
-        assert "\n" not in str(err.value)
+        assert "\n" not in str(err.value) and err.value.exit_code == 2
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
