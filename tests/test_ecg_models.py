@@ -131,3 +131,25 @@ def test_sequence_form_trains_and_round_trips(cell, tmp_path):
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+
+
+def test_ensemble_averages_its_members_and_round_trips(tmp_path):
+    from ecgcap.ecg.models import build_ensemble
+
+    members = []
+    for seed in range(3):
+        keras.utils.set_random_seed(seed)
+        m = BUILDERS["lstm"](**SMALL)
+        m.get_layer("rr_norm").adapt(_batch(seed=1)[0]["rr"])
+        members.append(m)
+    x, _ = _batch()
+    each = [m.predict(x, verbose=0) for m in members]
+    ensemble = build_ensemble(members)
+    out = ensemble.predict(x, verbose=0)
+    np.testing.assert_allclose(out, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
+    ensemble.save(tmp_path / "e.keras")
+    again = keras.saving.load_model(tmp_path / "e.keras", safe_mode=True)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), out)
+    with pytest.raises(ValueError, match="same inputs"):
+        build_ensemble([members[0], build_recurrent_classifier("lstm", rr_features=0,
+                                                                classes=5, units=4)])

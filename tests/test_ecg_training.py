@@ -101,6 +101,18 @@ def test_train_resume_classify_and_score_end_to_end(mitdb_dir, tmp_path):
                        "--annotator", "test", "--ann-dir", str(tmp_path / "ann"))
     assert score.returncode == 0, score.stderr[-2000:]
     assert "macro-F1" in score.stdout
+
+    # an ensemble of a run with itself is that run: same DS2 figures, one loadable file
+    from ecgcap.ecg.training import ensemble_runs
+
+    ens = ensemble_runs([run, run], get_database("mitdb"), mitdb_dir, tmp_path / "ens")
+    assert ens["test"]["confusion"] == report["test"]["confusion"]
+    assert ens["member_seeds"] == [0, 0] and (tmp_path / "ens" / "model.keras").is_file()
+    both = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model",
+                      str(tmp_path / "ens" / "model.keras"), "--format", "json", "-q")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert [b["label"] for b in json.loads(both.stdout)[0]["beats"]] == \
+        [b["label"] for b in result["beats"]]
     # only beats too close to a record's ends for a full window go unlabelled
     missed = int(score.stdout.split("reference beats missed ")[1].split(",")[0])
     assert missed <= 4

@@ -163,3 +163,21 @@ def build_simplernn_classifier(**kwargs) -> keras.Model:
 
 
 BUILDERS = {"lstm": build_lstm_classifier, "simplernn": build_simplernn_classifier}
+
+
+def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
+    """One model whose probabilities are the mean of ``members``' (e.g. the same classifier
+    trained from several seeds): same inputs, same output, one ``.keras`` file."""
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    first = members[0]
+    names = [t.name for t in first.inputs]
+    if any(sorted(t.name for t in m.inputs) != sorted(names) for m in members):
+        raise ValueError("ensemble members must take the same inputs")
+    inputs = {t.name: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name)
+              for t in first.inputs}
+    for i, member in enumerate(members):
+        member.name = f"member_{i}"  # unique names inside the ensemble's file
+    outputs = [member(inputs) for member in members]
+    mean = outputs[0] if len(outputs) == 1 else layers.Average(name="mean")(outputs)
+    return keras.Model(inputs, mean, name=name)

@@ -436,3 +436,39 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
     report["resumed_from_epoch"] = first_epoch
     write_outputs(best, run_dir, info, report)
     return report
+
+
+def ensemble_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, out_dir: Path
+                  ) -> dict[str, Any]:
+    """Average the finished beat runs ``run_dirs`` (e.g. one model trained from three seeds,
+    each with its epoch chosen on the validation records) into one model
+    (:func:`ecgcap.ecg.models.build_ensemble`); score it on the runs' validation and test
+    records; write ``model.keras`` and ``report.json`` into ``out_dir``. The runs must share
+    their split and preparation."""
+    from ecgcap.ecg.models import build_ensemble
+
+    reports = [json.loads((Path(r) / "report.json").read_text()) for r in run_dirs]
+    loaded = [load_model(Path(r) / "model.keras", (BEAT_MODEL,)) for r in run_dirs]
+    infos = [info for _, info in loaded]
+    if any(r["records"] != reports[0]["records"] for r in reports) or \
+            any(i["beats"] != infos[0]["beats"] for i in infos):
+        raise EcgcapError("runs of an ensemble must share their records and beat settings",
+                          input=", ".join(str(r) for r in run_dirs))
+    model = build_ensemble([m for m, _ in loaded])
+    classes = infos[0]["classes"]
+    beats = BeatConfig(**infos[0]["beats"])
+    report: dict[str, Any] = {"members": [str(r) for r in run_dirs],
+                              "member_seeds": [r["config"]["seed"] for r in reports],
+                              "member_best_epochs": [r["best_epoch"] for r in reports],
+                              "config": reports[0]["config"], "classes": classes,
+                              "records": reports[0]["records"]}
+    for part in ("val", "test"):
+        data = load_beats(db_dir, db, reports[0]["records"][part], beats, quiet=True)
+        y = np.array([classes.index(c) for c in data["label"]])
+        pred = model.predict(_inputs(data), batch_size=1024, verbose=0).argmax(-1)
+        report[part] = evaluation.aami_report(y, pred, classes)
+    out_dir = Path(out_dir)
+    save_model(model, out_dir / "model.keras", {**infos[0], "ensemble": len(run_dirs)})
+    atomic_write_json(out_dir / "report.json", report)
+    plots.plot_confusion(report["test"], out_dir / "confusion.png")
+    return report
