@@ -35,6 +35,21 @@ def test_unknown_option_is_one_line_exit_2(module):
         f"python -m {module}: error: unrecognized arguments: --no-such-option (see --help)"]
 
 
+@pytest.mark.parametrize("module, option, value", [
+    ("ecgcap.train_ecg", "--units", "0"), ("ecgcap.train_ecg", "--batch-size", "-8"),
+    ("ecgcap.train_ecg", "--epochs", "0"), ("ecgcap.train_ecg", "--learning-rate", "0"),
+    ("ecgcap.train_caption", "--image-size", "0"), ("ecgcap.train_caption", "--units", "-1"),
+    ("ecgcap.caption", "--beam", "-1"), ("ecgcap.evaluate_caption", "--beam", "0"),
+])
+def test_zero_or_negative_sizes_are_one_line_exit_2(module, option, value, tmp_path):
+    result = subprocess.run([sys.executable, "-m", module, option, value], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"python -m {module}: error: argument {option}: '{value}' must be")
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_missing_data_dir_is_one_line_exit_2(tmp_path):
     result = run_module("ecgcap.train_ecg", "--data-dir", str(tmp_path / "nowhere"),
                         "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "-q")
