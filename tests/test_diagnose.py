@@ -35,7 +35,7 @@ def test_diagnose_a_trained_beat_model_on_mitdb(mitdb_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "gradient_flow.json").read_text())
     (label, r), = report["models"].items()
-    assert label == "lstm (trained, models/mitdb_lstm_beats.keras)"
+    assert label == "lstm (trained, models/mitdb_lstm_beats.keras, member 1 of 3)"
     assert len(r["recurrent"]) == 126 // 4
     assert r["layer"] == "bilstm1"
 

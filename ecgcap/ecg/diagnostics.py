@@ -56,7 +56,11 @@ def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: s
     if info.get("db") != db.name:
         raise EcgcapError(f"a model for {info.get('db')}, not {db.name}", input=spec)
     where = Path(spec)
-    return model, f"{info.get('cell', 'model')} (trained, {where.parent.name}/{where.name})"
+    label = f"{info.get('cell', 'model')} (trained, {where.parent.name}/{where.name})"
+    if info.get("ensemble"):  # a seed ensemble: the recurrence of its first member
+        model = model.get_layer("member_0")
+        label = label[:-1] + f", member 1 of {info['ensemble']})"
+    return model, label
 
 
 def real_batch(db: Database, db_dir: str | os.PathLike, n: int, steps: int | None, seed: int = 0
