@@ -63,11 +63,13 @@ def main() -> int:
     ensembles = {}
     for model in args.models:
         folder = Path(args.runs_dir) / f"{model}-ensemble"
-        if not (folder / "report.json").is_file():
-            ensembles[model] = ensemble(
-                [Path(args.runs_dir) / f"{model}-seed{s}" for s in args.seeds], folder,
-                args.data_dir)
-        ensembles[model] = json.loads((folder / "report.json").read_text())
+        members = [Path(args.runs_dir) / f"{model}-seed{s}" for s in args.seeds]
+        report = folder / "report.json"
+        if not report.is_file() or json.loads(report.read_text())["members"] != \
+                [str(m) for m in members] or any(
+                (m / "model.keras").stat().st_mtime > report.stat().st_mtime for m in members):
+            ensemble(members, folder, args.data_dir)  # none yet, or of other or older runs
+        ensembles[model] = json.loads(report.read_text())
 
     print("\nDS2 (test records), one column per run:\n")
     print(side_by_side({**{k: r["test"] for k, r in reports.items()},
@@ -110,7 +112,8 @@ def main() -> int:
         target = Path("models/mitdb_lstm_beats.keras")
         shutil.copy(folder / "model.keras", target)
         shutil.copy(folder / "report.json", Path("models/mitdb_lstm_beats.report.json"))
-        print(f"\nshipped the LSTM ensemble of seeds {args.seeds} as {target}")
+        print(f"\nshipped the LSTM ensemble of seeds {ensembles['lstm']['member_seeds']} "
+              f"as {target}")
     return 0
 
 

@@ -104,7 +104,7 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     assert wfdb_fmt.returncode == 2 and "rhythm model labels whole records" in wfdb_fmt.stderr
 
 
-def test_rhythm_options_are_checked(small_cinc2017, tmp_path):
+def test_rhythm_options_are_checked(small_cinc2017, mitdb_dir, tmp_path):
     bad = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir", str(small_cinc2017),
                      "--fold", "2", "--runs-dir", str(tmp_path))
     assert bad.returncode == 2 and "--fold needs --folds" in bad.stderr
@@ -118,8 +118,8 @@ def test_rhythm_options_are_checked(small_cinc2017, tmp_path):
     beats = run_module("ecgcap.train_ecg", "--db", "mitdb", "--folds", "5",
                        "--runs-dir", str(tmp_path))
     assert beats.returncode == 2 and "apply to cinc2017 only" in beats.stderr
-    resume = run_module("ecgcap.train_ecg", "--db", "mitdb", "--runs-dir", str(tmp_path),
-                        "--name", "empty", "--resume")
+    resume = run_module("ecgcap.train_ecg", "--db", "mitdb", "--data-dir", str(mitdb_dir),
+                        "--runs-dir", str(tmp_path), "--name", "empty", "--resume")
     assert resume.returncode == 2 and "has no checkpoint" in resume.stderr
     assert not any((tmp_path / "empty").iterdir())
 

@@ -139,7 +139,8 @@ def load_beats(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
     for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
                          quiet=quiet):
         path = Path(db_dir) / name
-        part = cached_arrays(folder / f"{name}.npz", io.source_fingerprint(path),
+        source = io.source_fingerprint(path, (".hea", ".dat", f".{db.annotator or 'atr'}"))
+        part = cached_arrays(folder / f"{name}.npz", source,
                              lambda path=path: prepare_record(path, db, config),
                              use_cache=use_cache)
         part["record"] = np.full(len(part["label"]), name)

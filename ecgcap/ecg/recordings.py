@@ -104,7 +104,9 @@ def read_recording(path: str | os.PathLike | wfdb.Record, config: RhythmConfig =
     names = list(rec.sig_name or [])
     x = (processing.select_lead(sig, names, config.lead) if config.lead is not None
          else sig[:, 0])
-    out = recording_from_signal(x, float(rec.fs), config, name=str(rec.record_name))
+    out = recording_from_signal(x, float(rec.fs), config,
+                                name=str(rec.record_name if isinstance(path, wfdb.Record)
+                                         else path))
     return {**out, "record": str(rec.record_name), "fs": float(rec.fs)}
 
 

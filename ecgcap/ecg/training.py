@@ -450,6 +450,9 @@ def ensemble_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, out_dir:
     reports = [json.loads((Path(r) / "report.json").read_text()) for r in run_dirs]
     loaded = [load_model(Path(r) / "model.keras", (BEAT_MODEL,)) for r in run_dirs]
     infos = [info for _, info in loaded]
+    if any(r["config"]["split"] != "inter-patient" for r in reports):
+        raise EcgcapError("an ensemble is scored on whole records, so its runs must use the "
+                          "inter-patient split", input=", ".join(str(r) for r in run_dirs))
     if any(r["records"] != reports[0]["records"] for r in reports) or \
             any(i["beats"] != infos[0]["beats"] for i in infos):
         raise EcgcapError("runs of an ensemble must share their records and beat settings",

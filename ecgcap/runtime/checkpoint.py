@@ -16,22 +16,26 @@ from ecgcap.runtime.modelfile import save_model
 
 def rng_states(model: keras.Model) -> dict[str, list[int]]:
     """The state of every random generator in ``model``'s layers (dropout masks), by layer."""
-    out = {}
-    for layer in model._flatten_layers(include_self=False):
+    return {key: np.asarray(gen.state.value).tolist() for key, gen in _generators(model)}
+
+
+def _generators(model: keras.Model) -> list[tuple[str, keras.random.SeedGenerator]]:
+    """Every seed generator in ``model``, keyed by layer position and name (cells inside
+    recurrent layers share names, e.g. ``lstm_cell``)."""
+    out = []
+    for i, layer in enumerate(model._flatten_layers(include_self=False)):
         for name, value in vars(layer).items():
             if isinstance(value, keras.random.SeedGenerator):
-                out[f"{layer.name}/{name}"] = np.asarray(value.state.value).tolist()
+                out.append((f"{i}:{layer.name}/{name}", value))
     return out
 
 
 def restore_rng_states(model: keras.Model, states: dict[str, list[int]]) -> None:
     """Put back what :func:`rng_states` saved, so that a resumed run draws the same dropout
     masks as an uninterrupted one."""
-    for layer in model._flatten_layers(include_self=False):
-        for name, value in vars(layer).items():
-            key = f"{layer.name}/{name}"
-            if isinstance(value, keras.random.SeedGenerator) and key in states:
-                value.state.assign(np.asarray(states[key], dtype=value.state.dtype))
+    for key, gen in _generators(model):
+        if key in states:
+            gen.state.assign(np.asarray(states[key], dtype=gen.state.dtype))
 
 
 class Checkpoint(keras.callbacks.Callback):

@@ -180,16 +180,18 @@ def training_run_dir(args: argparse.Namespace, name: str, config: Any) -> tuple[
 @contextlib.contextmanager
 def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield a list for the run folder a training command makes; if the command then fails
-    (bad data met while preparing, say), that folder is removed again when it is still empty,
-    and ``runs_dir`` too when this call created it. Folders with anything in them (a
-    checkpoint, prepared shards) are kept for ``--resume``."""
+    (bad data met while preparing, say; not an interrupt), that folder is removed again when
+    this call made it and it is still empty, and ``runs_dir`` too when this call created it.
+    Folders with anything in them (a checkpoint, prepared shards) are kept for ``--resume``."""
     runs_dir = Path(runs_dir)
     existed = runs_dir.exists()
     before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
     made: list[Path] = []
     try:
         yield made
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == 130:
+            raise  # interrupted: the message points at the folder for --resume
         new = [p for p in made if p not in before] + ([] if existed else [runs_dir])
         for folder in new:
             with contextlib.suppress(OSError):
