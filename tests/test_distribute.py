@@ -417,3 +417,44 @@ def test_help_documents_the_strategies():
     result = run_module("ecgcap.train_ecg", "--help")
     text = " ".join(result.stdout.split())
     assert "--distribute {none,mirrored,multi-worker}" in text and "TF_CONFIG" in text
+
+
+@pytest.mark.slow
+def test_a_streamed_run_restarted_after_sigterm_matches_an_uninterrupted_one(mitdb_dir,
+                                                                             tmp_path):
+    """--pipeline shards on one device: SIGTERM after epoch 1, the same command again continues
+    from the BackupAndRestore backup (weights, optimizer, dropout generators, the stream at
+    its epoch) and ends where a run that was never stopped ends."""
+    runs = tmp_path / "runs"
+
+    def command(name: str) -> list[str]:
+        return [sys.executable, "-m", "ecgcap.train_ecg", "--data-dir", str(mitdb_dir),
+                "--runs-dir", str(runs), "--name", name, "--pipeline", "shards",
+                "--train-records", "101,106", "--val-records", "118", "--units", "8",
+                "--batch-size", "64", "--epochs", "3", "--patience", "9", "--device", "cpu",
+                "-q"]
+
+    proc = subprocess.Popen(command("cut"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    meta = runs / "cut" / "backup" / "training_metadata.json"
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(meta.read_text()).get("epoch", 0) >= 1:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    again = subprocess.run(command("cut"), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    straight = subprocess.run(command("straight"), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    cut = json.loads((runs / "cut" / "report.json").read_text())
+    whole = json.loads((runs / "straight" / "report.json").read_text())
+    assert 1 <= cut["resumed_from_epoch"] < 3 and whole["resumed_from_epoch"] == 0
+    for key, values in whole["history"].items():
+        assert cut["history"][key] == pytest.approx(values, rel=1e-5), key

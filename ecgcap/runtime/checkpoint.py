@@ -61,6 +61,11 @@ class Checkpoint(keras.callbacks.Callback):
         self.state_path = Path(state_path) if state_path else self.run_dir / "state.json"
         self.state = state or {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
                                "history": {}}
+        self.restore_rng: dict[str, list[int]] | None = None  # set by streamed_checkpoint
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.restore_rng:  # a restarted streamed run: the dropout masks of its epoch
+            restore_rng_states(self.model, self.restore_rng)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -75,6 +80,8 @@ class Checkpoint(keras.callbacks.Callback):
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
         self.state["rng"] = rng_states(self.model)
+        if not self.save_last:  # the backup may stand an epoch behind: keep each epoch's
+            self.state.setdefault("rng_by_epoch", {})[str(epoch + 1)] = self.state["rng"]
         if self.save_models and self.save_last:
             save_model(self.model, self.run_dir / "checkpoint.keras", self.info)
         atomic_write_json(self.state_path, self.state)
@@ -162,11 +169,15 @@ def restored_state(backup_dir: Path, epoch: int, monitor: str) -> dict[str, Any]
 def streamed_checkpoint(run_dir: Path, info: dict[str, Any], monitor: str, patience: int,
                         distribution: Any, backup: Path, first_epoch: int) -> Checkpoint:
     """The :class:`Checkpoint` of a streamed run: decisions on every worker, models from the
-    chief only, the weights left to ``BackupAndRestore`` in ``backup``, the state beside them."""
-    return Checkpoint(run_dir, info, monitor=monitor, patience=patience,
-                      state=restored_state(backup, first_epoch, monitor),
-                      save_models=distribution.is_chief, save_last=False,
-                      state_path=Path(backup) / "state.json")
+    chief only, the weights left to ``BackupAndRestore`` in ``backup``, the state beside them
+    (with the dropout generators' states of every epoch, put back for ``first_epoch``)."""
+    state = restored_state(backup, first_epoch, monitor)
+    checkpoint = Checkpoint(run_dir, info, monitor=monitor, patience=patience, state=state,
+                            save_models=distribution.is_chief, save_last=False,
+                            state_path=Path(backup) / "state.json")
+    if state:
+        checkpoint.restore_rng = state.get("rng_by_epoch", {}).get(str(first_epoch))
+    return checkpoint
 
 
 def fit_resumable(model: keras.Model, data: Any, checkpoint: Checkpoint, run_dir: Path, *,
