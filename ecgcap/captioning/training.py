@@ -34,7 +34,6 @@ from ecgcap.runtime.checkpoint import (
     backup_epoch,
     fit_resumable,
     gradient_log,
-    restore_rng_states,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -328,7 +327,6 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         vocab = Vocabulary(model.get_layer("word_embedding").vocabulary)
         scenes = list(saved.get("scenes") or [])
         state = json.loads(state_file.read_text())
-        restore_rng_states(model, state.get("rng", {}))
     else:
         vocab = Vocabulary.build(train.all_captions(), config.min_count)
         model = build_model(config, vocab, scenes)

@@ -42,7 +42,6 @@ from ecgcap.runtime.checkpoint import (
     fit_resumable,
     gradient_log,
     interrupted,
-    restore_rng_states,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -243,7 +242,6 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
     if resume and ckpt.is_file() and state_file.is_file():
         model, _ = load_model(ckpt, (RHYTHM_MODEL,))
         state = json.loads(state_file.read_text())
-        restore_rng_states(model, state.get("rng", {}))
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config, len(classes))

@@ -37,7 +37,6 @@ from ecgcap.runtime.checkpoint import (
     fit_resumable,
     gradient_log,
     interrupted,
-    restore_rng_states,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -285,7 +284,6 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     if resume:
         model, _ = load_model(ckpt, (BEAT_MODEL,))
         state = json.loads(state_file.read_text())
-        restore_rng_states(model, state.get("rng", {}))
     else:
         model = build_model(config, len(classes))
         model.get_layer("rr_norm").adapt(parts["train"]["rr"])

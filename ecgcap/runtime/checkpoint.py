@@ -61,10 +61,12 @@ class Checkpoint(keras.callbacks.Callback):
         self.state_path = Path(state_path) if state_path else self.run_dir / "state.json"
         self.state = state or {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
                                "history": {}}
-        self.restore_rng: dict[str, list[int]] | None = None  # set by streamed_checkpoint
+        # the dropout generators' states a resumed run starts from (streamed_checkpoint
+        # replaces them with those of the backup's epoch)
+        self.restore_rng: dict[str, list[int]] | None = (state or {}).get("rng")
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.restore_rng:  # a restarted streamed run: the dropout masks of its epoch
+        if self.restore_rng:  # a resumed run draws the dropout masks an unstopped one draws
             restore_rng_states(self.model, self.restore_rng)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -175,8 +177,7 @@ def streamed_checkpoint(run_dir: Path, info: dict[str, Any], monitor: str, patie
     checkpoint = Checkpoint(run_dir, info, monitor=monitor, patience=patience, state=state,
                             save_models=distribution.is_chief, save_last=False,
                             state_path=Path(backup) / "state.json")
-    if state:
-        checkpoint.restore_rng = state.get("rng_by_epoch", {}).get(str(first_epoch))
+    checkpoint.restore_rng = (state or {}).get("rng_by_epoch", {}).get(str(first_epoch))
     return checkpoint
 
 
