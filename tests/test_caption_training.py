@@ -60,6 +60,12 @@ def test_train_resume_caption_evaluate(karpathy, tmp_path):
     refused = run_module("ecgcap.train_caption", "--dataset", data, "--runs-dir", str(runs),
                          "--name", "tiny", *TINY)
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    (runs / "empty").mkdir()
+    for name, problem in (("none", "no run folder to resume"), ("empty", "has no checkpoint")):
+        refused = run_module("ecgcap.train_caption", "--dataset", data, "--runs-dir", str(runs),
+                             "--name", name, "--resume", *TINY[:-1])  # not quiet
+        assert refused.returncode == 2 and refused.stderr.strip().endswith(problem)
+        assert "decoding" not in refused.stdout + refused.stderr  # refused before the images
 
     images = tmp_path / "images"
     images.mkdir()

@@ -290,3 +290,12 @@ def test_empty_records_list_or_missing_record_is_one_line_through_train_ecg(tmp_
     (db / "RECORDS").write_text("100\n101\n")  # listed, but not in the folder
     _one_line_error(run_module(*command), str(db / "101"), "no header file (.hea)")
     assert not (tmp_path / "runs").exists()
+
+    # --overwrite of an earlier run that then fails on the data leaves that run as it was
+    old = tmp_path / "runs" / "mine"
+    old.mkdir(parents=True)
+    (old / "model.keras").write_bytes(b"earlier run")
+    _one_line_error(run_module(*command, "--name", "mine", "--overwrite"), str(db / "101"),
+                    "no header file (.hea)")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["mine"]
+    assert (old / "model.keras").read_bytes() == b"earlier run"

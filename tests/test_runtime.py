@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from ecgcap.runtime.cli import tidy_on_failure
 from ecgcap.runtime.errors import EXIT_FAILURE, EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_path, atomic_write_json
-from ecgcap.runtime.paths import find_dataset, make_run_dir, resolve_data_dir
+from ecgcap.runtime.paths import find_dataset, make_run_dir, replaced_path, resolve_data_dir
 
 
 def test_error_names_the_input_and_carries_its_exit_code():
@@ -52,6 +53,10 @@ def test_run_folder_is_refused_when_it_exists_unless_overwrite_or_resume(tmp_pat
     assert (run / "model.keras").exists()
     make_run_dir("a", tmp_path, overwrite=True)
     assert not (run / "model.keras").exists()
+    (run / "model.keras").write_text("x")
+    assert make_run_dir("a", tmp_path, overwrite=True, keep_replaced=True) == run
+    assert not any(run.iterdir())
+    assert (replaced_path(run) / "model.keras").read_text() == "x"
     with pytest.raises(EcgcapError, match="no run folder to resume"):
         make_run_dir("b", tmp_path, resume=True)
     (tmp_path / "file").write_text("")
@@ -59,6 +64,28 @@ def test_run_folder_is_refused_when_it_exists_unless_overwrite_or_resume(tmp_pat
         make_run_dir("x", tmp_path / "file")
     with pytest.raises(EcgcapError, match="run names"):
         make_run_dir("../escape", tmp_path)
+
+
+@pytest.mark.parametrize("failure", [ValueError, KeyboardInterrupt])
+def test_overwritten_run_comes_back_when_the_new_run_fails_before_writing(tmp_path, failure):
+    run = make_run_dir("a", tmp_path)
+    (run / "model.keras").write_text("old")
+    with pytest.raises(failure), tidy_on_failure(tmp_path) as made:
+        made.append(make_run_dir("a", tmp_path, overwrite=True, keep_replaced=True))
+        raise failure("bad data")
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+    assert (run / "model.keras").read_text() == "old"
+    # once the new run has written something (a checkpoint to resume), the old one is gone
+    with pytest.raises(failure), tidy_on_failure(tmp_path) as made:
+        made.append(make_run_dir("a", tmp_path, overwrite=True, keep_replaced=True))
+        (run / "checkpoint.keras").write_text("new")
+        raise failure("crash in epoch 3")
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+    assert [p.name for p in run.iterdir()] == ["checkpoint.keras"]
+    with tidy_on_failure(tmp_path) as made:
+        made.append(make_run_dir("a", tmp_path, overwrite=True, keep_replaced=True))
+        (run / "model.keras").write_text("newer")
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgcap.captioning.config import CaptionTrainConfig
+from ecgcap.runtime.checkpoint import checkpoint_files
 from ecgcap.runtime.cli import finish_worker, say, tidy_on_failure, training_run_dir
 from ecgcap.runtime.paths import make_run_dir
 
@@ -44,8 +45,12 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
 
     config = config_from_args(args)
     report = (lambda line: say(args, line))  # noqa: E731
-    splits = load_splits(config, data_dir=args.data_dir, image_dir=args.image_dir, report=report)
     name = args.name or f"{Path(config.dataset).stem}-captioner-seed{config.seed}"
+    if config.pipeline == "memory":  # refused before the images are decoded
+        make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume,
+                     check_only=True)
+        checkpoint_files(Path(args.runs_dir) / name, resume=args.resume)
+    splits = load_splits(config, data_dir=args.data_dir, image_dir=args.image_dir, report=report)
     with tidy_on_failure(args.runs_dir) as made:
         run_dir, dist = training_run_dir(args, name, config)
         made.append(run_dir)

@@ -32,6 +32,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    checkpoint_files,
     fit_resumable,
     gradient_log,
     streamed_checkpoint,
@@ -319,10 +320,7 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         with dist.scope():
             model = build_model(config, vocab, scenes)
     elif resume:
-        ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
-        if not (ckpt.is_file() and state_file.is_file()):
-            raise EcgcapError("--resume given but the run folder has no checkpoint",
-                              input=str(run_dir))
+        ckpt, state_file = checkpoint_files(run_dir, resume=True)
         model, saved = load_model(ckpt, (CAPTION_MODEL,))
         vocab = Vocabulary(model.get_layer("word_embedding").vocabulary)
         scenes = list(saved.get("scenes") or [])

@@ -39,6 +39,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    checkpoint_files,
     fit_resumable,
     gradient_log,
     interrupted,
@@ -323,9 +324,8 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
     if config.pipeline != "memory":
         raise EcgcapError("unknown pipeline; choose memory or shards",
                           input=f"--pipeline {config.pipeline}")
-    if resume and not config.folds and not (run_dir / "checkpoint.keras").is_file():
-        raise EcgcapError("--resume given but the run folder has no checkpoint",
-                          input=str(run_dir), exit_code=EXIT_USAGE)
+    if not config.folds:
+        checkpoint_files(run_dir, resume=resume)  # refused before any work
     t0 = time.perf_counter()
     records = io.list_records(db_dir)
     data = load_recordings(db_dir, db, records, config.rhythm, quiet=quiet)

@@ -34,13 +34,14 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    checkpoint_files,
     fit_resumable,
     gradient_log,
     interrupted,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
-from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
+from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
@@ -271,10 +272,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
                           input=f"--pipeline {config.pipeline}")
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
-    ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
-    if resume and not (ckpt.is_file() and state_file.is_file()):  # before any work
-        raise EcgcapError("--resume given but the run folder has no checkpoint",
-                          input=str(run_dir), exit_code=EXIT_USAGE)
+    ckpt, state_file = checkpoint_files(run_dir, resume=resume)  # refused before any work
     t0 = time.perf_counter()
     parts = prepare_split(db, db_dir, config, quiet)
     prep_seconds = time.perf_counter() - t0

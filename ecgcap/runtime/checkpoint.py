@@ -144,6 +144,18 @@ def interrupted(run_dir: Path, state: dict[str, Any]) -> Exception:
                        "continue with --resume", input="training", exit_code=130)
 
 
+def checkpoint_files(run_dir: Path, *, resume: bool) -> tuple[Path, Path]:
+    """``checkpoint.keras`` and ``state.json`` of ``run_dir``; with ``resume``, refused (exit 2)
+    unless both are there, so that a run with nothing to continue stops before any work."""
+    from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
+
+    ckpt, state_file = Path(run_dir) / "checkpoint.keras", Path(run_dir) / "state.json"
+    if resume and not (ckpt.is_file() and state_file.is_file()):
+        raise EcgcapError("--resume given but the run folder has no checkpoint",
+                          input=str(run_dir), exit_code=EXIT_USAGE)
+    return ckpt, state_file
+
+
 def backup_epoch(backup_dir: Path) -> int:
     """Epochs finished according to ``keras.callbacks.BackupAndRestore``'s files (0: none)."""
     meta = Path(backup_dir) / "training_metadata.json"

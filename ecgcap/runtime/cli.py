@@ -172,17 +172,24 @@ def training_run_dir(args: argparse.Namespace, name: str, config: Any) -> tuple[
         dist.check_batch(config.batch_size)
         say(args, dist.describe(config.batch_size, config.learning_rate, config.clipnorm))
         return streamed_run_dir(name, args.runs_dir, dist, overwrite=args.overwrite,
-                                resume=args.resume), dist
+                                resume=args.resume, keep_replaced=True), dist
     return make_run_dir(name, args.runs_dir, overwrite=args.overwrite,
-                        resume=args.resume), dist
+                        resume=args.resume, keep_replaced=True), dist
 
 
 @contextlib.contextmanager
 def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield a list for the run folder a training command makes; if the command then fails
-    (bad data met while preparing, say; not an interrupt), that folder is removed again when
-    this call made it and it is still empty, and ``runs_dir`` too when this call created it.
-    Folders with anything in them (a checkpoint, prepared shards) are kept for ``--resume``."""
+    (bad data met while preparing, say), that folder is removed again when this call made it
+    and it is still empty, and ``runs_dir`` too when this call created it. Folders with
+    anything in them (a checkpoint, prepared shards) are kept for ``--resume``.
+
+    A run folder that ``--overwrite`` set aside (:func:`ecgcap.runtime.paths.replaced_path`)
+    is deleted once the new run has written something or succeeded; until then a failed or
+    interrupted call puts it back as it was.
+    """
+    from ecgcap.runtime.paths import replaced_path
+
     runs_dir = Path(runs_dir)
     existed = runs_dir.exists()
     before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
@@ -190,13 +197,30 @@ def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
     try:
         yield made
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == 130:
-            raise  # interrupted: the message points at the folder for --resume
+        interrupted = isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == 130
+        for folder in made:
+            aside = replaced_path(folder)
+            if aside.is_dir() and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                aside.rename(folder)  # the new run wrote nothing: the old one stays
+        _drop_replaced(made)
+        if interrupted:
+            raise  # the message points at the folder for --resume
         new = [p for p in made if p not in before] + ([] if existed else [runs_dir])
         for folder in new:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only an empty folder goes
         raise
+    _drop_replaced(made)
+
+
+def _drop_replaced(folders: list[Path]) -> None:
+    import shutil
+
+    from ecgcap.runtime.paths import replaced_path
+
+    for folder in folders:
+        shutil.rmtree(replaced_path(folder), ignore_errors=True)
 
 
 def finish_worker(distribution: Any, run_dir: Path) -> None:

@@ -315,7 +315,8 @@ def no_distribution() -> Iterator[None]:
 
 
 def streamed_run_dir(name: str, runs_dir: str | os.PathLike, distribution: Distribution, *,
-                     overwrite: bool = False, resume: bool = False) -> Path:
+                     overwrite: bool = False, resume: bool = False,
+                     keep_replaced: bool = False) -> Path:
     """The run folder of a training run that backs up with ``BackupAndRestore``.
 
     The chief's is ``runs_dir/name``. When it holds ``backup/`` (an unfinished run), it is
@@ -333,4 +334,5 @@ def streamed_run_dir(name: str, runs_dir: str | os.PathLike, distribution: Distr
     if resume and not has_backup:
         raise EcgcapError("--resume given but the run folder holds no backup of an unfinished "
                           "run", input=str(folder))
-    return make_run_dir(name, runs_dir, overwrite=overwrite, resume=has_backup)
+    return make_run_dir(name, runs_dir, overwrite=overwrite, resume=has_backup,
+                        keep_replaced=keep_replaced)

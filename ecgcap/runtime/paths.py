@@ -59,13 +59,21 @@ def find_dataset(name: str, marker: str, data_dir: str | os.PathLike | None = No
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def replaced_path(run_dir: Path) -> Path:
+    """Where ``make_run_dir(..., keep_replaced=True)`` sets an overwritten run folder aside."""
+    return run_dir.with_name(f".{run_dir.name}.replaced")
+
+
 def make_run_dir(name: str, runs_dir: str | os.PathLike = "runs", *, overwrite: bool = False,
-                 resume: bool = False, check_only: bool = False) -> Path:
+                 resume: bool = False, check_only: bool = False,
+                 keep_replaced: bool = False) -> Path:
     """Create the run folder ``runs_dir/name`` for models, reports and plots.
 
     An existing run folder is refused unless ``overwrite`` (it is emptied) or ``resume``
     (it is reused as it is). ``check_only`` raises the same errors but touches nothing (to
-    refuse before long work, then create it afterwards).
+    refuse before long work, then create it afterwards). ``keep_replaced`` moves an
+    overwritten folder to :func:`replaced_path` instead of deleting it, so that
+    :func:`ecgcap.runtime.cli.tidy_on_failure` can put it back if the new run fails early.
     """
     if not _NAME_RE.match(name):
         raise EcgcapError("run names use letters, digits, '.', '_' and '-'", input=f"--name {name}")
@@ -80,7 +88,12 @@ def make_run_dir(name: str, runs_dir: str | os.PathLike = "runs", *, overwrite: 
             raise EcgcapError("run folder exists; pass --overwrite to replace it or --resume "
                               "to continue it", input=str(run_dir))
         if not check_only:
-            shutil.rmtree(run_dir)
+            aside = replaced_path(run_dir)
+            shutil.rmtree(aside, ignore_errors=True)
+            if keep_replaced:
+                run_dir.rename(aside)
+            else:
+                shutil.rmtree(run_dir)
     if resume and not run_dir.is_dir():
         raise EcgcapError("--resume given but there is no run folder to resume", input=str(run_dir))
     if check_only:
