@@ -5,7 +5,10 @@ its macro-F1 (0.81-0.86) says little about new patients (DS2: 0.48-0.55). Pooled
 predictions over all 22 DS1 patients track DS2 far better (0.48-0.51). DS2 is never loaded here.
 
     ECGCAP_DATA=../shared/data python benchmarks/ecg_ds1_cv.py [--epochs 10] [--seeds 0 1]
-        [--class-weight-power 0.5] [--model lstm]
+        [--class-weight-power 0.5] [--model lstm] [--rr all|relative]
+
+``--rr relative`` blanks the four RR intervals in seconds (a constant column normalises to 0)
+and keeps only their ratios to the patient's own rhythm.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--class-weight-power", type=float, default=0.5)
     parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"))
+    parser.add_argument("--rr", default="all", choices=("all", "relative"),
+                        help="RR features: all 8, or only the 4 ratios")
     args = parser.parse_args()
 
     import keras
@@ -42,6 +47,8 @@ def main() -> int:
     db = get_database("mitdb")
     data = load_beats(locate_or_download("mitdb"), db, list(MITDB_DS1), quiet=True)
     y = np.array([db.classes.index(c) for c in data["label"]])
+    if args.rr == "relative":
+        data["rr"][:, :4] = 0.0
     config = TrainConfig(model=args.model)
     for seed in args.seeds:
         t0 = time.perf_counter()
@@ -66,7 +73,7 @@ def main() -> int:
             pred[test] = probs.argmax(-1)
         report = aami_report(y, pred, db.classes)
         print(f"\nseed {seed}: pooled out-of-fold DS1, {args.model}, {args.epochs} epochs, "
-              f"class-weight power {args.class_weight_power} "
+              f"class-weight power {args.class_weight_power}, RR {args.rr} "
               f"({time.perf_counter() - t0:.0f} s)")
         print(format_table(report))
     return 0

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ecgcap.captioning.config import BACKBONE_NAMES
 from ecgcap.runtime.cli import make_parser, positive_float, positive_int, run, say, setup_runtime
 
 
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-filters", type=_filters, default=C.encoder_filters,
                         metavar="F,F,...", help="filters of each conv block (one 2x2 pool each)")
     parser.add_argument("--convs-per-block", type=positive_int, default=C.convs_per_block)
+    parser.add_argument("--backbone", choices=BACKBONE_NAMES, default=None,
+                        help="a keras.applications encoder instead of the conv blocks")
+    parser.add_argument("--backbone-weights", metavar="PATH", default=None,
+                        help="the backbone's weights: a weights file (ImageNet weights you "
+                             "have), or 'imagenet' to let Keras fetch or reuse its cached copy")
     parser.add_argument("--units", type=positive_int, default=C.units, help="LSTM units")
     parser.add_argument("--layers", type=positive_int, default=C.decoder_layers,
                         help="LSTM layers")

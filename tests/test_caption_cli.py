@@ -96,6 +96,11 @@ def test_train_caption_option_errors(tmp_path):
     (tmp_path / "runs").write_text("a file")
     _one_line(run_module("ecgcap.train_caption", "--runs-dir", str(tmp_path / "runs")),
               f"--runs-dir {tmp_path / 'runs'}: is a file, not a folder")
+    _one_line(run_module("ecgcap.train_caption", "--backbone-weights", "imagenet"),
+              "--backbone-weights imagenet: needs --backbone")
+    _one_line(run_module("ecgcap.train_caption", "--backbone", "mobilenet_v2",
+                         "--backbone-weights", str(tmp_path / "w.h5")),
+              f"--backbone-weights {tmp_path / 'w.h5'}: no such weights file")
 
 
 def test_shipped_captioner_describes_the_example_image():

@@ -161,6 +161,25 @@ def test_val_holdout_is_stratified_by_scene_and_disjoint(rsicd_dir):
     assert (len(plain_train), len(plain_val)) == (8736, 1092)
 
 
+def test_a_single_coco_or_jsonl_file_is_one_split_never_its_own_val(rsicd_dir, tmp_path):
+    from ecgcap.captioning.config import CaptionTrainConfig
+    from ecgcap.captioning.datasets import has_splits
+    from ecgcap.captioning.training import load_splits
+
+    coco, jsonl = str(rsicd_dir / "captions_val.json"), str(rsicd_dir / "captions_train.jsonl")
+    karpathy = tmp_path / "dataset_x.json"
+    karpathy.write_text(json.dumps({"images": []}))
+    assert has_splits("rsicd") and has_splits(str(karpathy))
+    assert not has_splits(coco) and not has_splits(jsonl)
+    images = str(rsicd_dir / "images")
+    train, val = load_splits(CaptionTrainConfig(dataset=coco, val_holdout=0.1),
+                             image_dir=images)
+    assert (len(train), len(val)) == (982, 110)  # the file's 1,092 images, 10% held out
+    assert not set(train.images) & set(val.images)
+    with pytest.raises(EcgcapError, match="one split; val comes from --val-holdout"):
+        load_splits(CaptionTrainConfig(dataset=jsonl, val_holdout=0), image_dir=images)
+
+
 _VALID_FLICKR = st.builds(lambda k, c: f"a.jpg#{k}\t{c}".encode(), st.integers(0, 9),
                           st.text(alphabet="abc xyz", min_size=1, max_size=20))
 _VALID_JSONL = st.builds(lambda c: json.dumps({"filename": "a.jpg", "captions": c}).encode(),

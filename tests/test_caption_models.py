@@ -160,8 +160,16 @@ def test_beam_search_finds_likelier_captions_and_is_batch_independent():
                 break
         return total
 
+    def length(ids):  # words and <end>, as the decoder counts them
+        return ids.index(3) + 1 if 3 in ids else len(ids)
+
+    normalised = decoder.decode(images, beam=4, length_penalty=1.0)
     for i in range(len(images)):
         assert log_prob(beam[i], i) >= log_prob(greedy[i], i) - 1e-6
+        # the same beam, the final pick by log-probability per word instead of in total
+        assert log_prob(beam[i], i) >= log_prob(normalised[i], i) - 1e-6
+        assert (log_prob(normalised[i], i) / length(normalised[i])
+                >= log_prob(beam[i], i) / length(beam[i]) - 1e-6)
     one_by_one = [CaptionDecoder(model).decode(images[i:i + 1], beam=4, length_penalty=0.0)[0]
                   for i in range(len(images))]
     assert one_by_one == beam

@@ -94,6 +94,31 @@ def test_train_resume_caption_evaluate(karpathy, tmp_path):
     assert gap["images"] == 9 and "free-running" in scored.stdout
 
 
+def test_train_caption_with_a_keras_applications_backbone_and_its_weights(karpathy, tmp_path):
+    """--backbone swaps the conv blocks for a keras.applications network; --backbone-weights
+    loads weights the user has (here: a file written from an untrained MobileNetV2)."""
+    import keras
+
+    from ecgcap.captioning.config import BACKBONE_NAMES
+    from ecgcap.captioning.models import BACKBONES
+
+    assert tuple(BACKBONES) == BACKBONE_NAMES
+    net = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    net.save_weights(tmp_path / "mine.weights.h5")
+    runs = tmp_path / "runs"
+    r = run_module("ecgcap.train_caption", "--dataset", str(karpathy / "dataset_tiny.json"),
+                   "--runs-dir", str(runs), "--name", "mn", "--epochs", "1",
+                   "--backbone", "mobilenet_v2", "--backbone-weights",
+                   str(tmp_path / "mine.weights.h5"), *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((runs / "mn" / "report.json").read_text())
+    assert report["config"]["backbone"] == "mobilenet_v2"
+    out = run_module("ecgcap.caption", str(karpathy / "images" / "beach_1.jpg"), "--model",
+                     str(runs / "mn" / "model.keras"), "--json")  # safe mode loads it
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert isinstance(json.loads(out.stdout)[0]["caption"], str)
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(karpathy, tmp_path):
     import os

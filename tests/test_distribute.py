@@ -138,9 +138,11 @@ def test_restored_state_is_cut_back_to_the_backup(tmp_path):
 
     history = {"loss": [3.0, 2.0, 1.5], "val_score": [0.2, 0.5, 0.9]}
     (tmp_path / "state.json").write_text(json.dumps(
-        {"epoch": 3, "best": 0.9, "best_epoch": 3, "wait": 0, "history": history}))
+        {"epoch": 3, "best": 0.9, "best_epoch": 3, "wait": 0, "history": history,
+         "epoch_seconds": [10.0, 11.0, 12.0]}))
     state = restored_state(tmp_path, 2, "val_score")  # the backup holds 2 epochs
     assert state["history"] == {"loss": [3.0, 2.0], "val_score": [0.2, 0.5]}
+    assert state["epoch_seconds"] == [10.0, 11.0]
     assert (state["epoch"], state["best"], state["best_epoch"], state["wait"]) == (2, 0.5, 2, 0)
     assert restored_state(tmp_path, 0, "val_score") is None
     assert restored_state(tmp_path, 4, "val_score") is None  # state behind the backup

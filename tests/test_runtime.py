@@ -88,6 +88,30 @@ def test_overwritten_run_comes_back_when_the_new_run_fails_before_writing(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
+def test_training_seconds_add_up_over_the_sessions_of_a_resumed_run(tmp_path):
+    import keras
+
+    from ecgcap.runtime.checkpoint import Checkpoint, fit_resumable
+
+    x, y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    first = Checkpoint(tmp_path, {}, monitor="loss", save_models=False)
+    fit_resumable(model, x, first, tmp_path, epochs=2, initial_epoch=0, y=y, callbacks=[first],
+                  verbose=0)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert len(state["epoch_seconds"]) == 2
+    before = list(state["epoch_seconds"])
+    second = Checkpoint(tmp_path, {}, monitor="loss", state=state, save_models=False)
+    total = fit_resumable(model, x, second, tmp_path, epochs=3, initial_epoch=2, y=y,
+                          callbacks=[second], verbose=0)
+    seconds = json.loads((tmp_path / "state.json").read_text())["epoch_seconds"]
+    assert len(seconds) == 3 and seconds[:2] == before
+    assert total == pytest.approx(sum(seconds))
+    older = {k: v for k, v in second.state.items() if k != "epoch_seconds"}  # older file
+    assert Checkpoint(tmp_path, {}, state=older).trained_seconds is None
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "report.json"
     atomic_write_json(target, {"a": 1})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BACKBONE_NAMES = ("mobilenet_v2", "efficientnet_b0")  # ecgcap.captioning.models.BACKBONES
+
 
 @dataclass
 class CaptionTrainConfig:
@@ -16,6 +18,8 @@ class CaptionTrainConfig:
     encoder_filters: tuple[int, ...] = (16, 32, 64, 128, 256)
     convs_per_block: int = 1
     code_dim: int = 256
+    backbone: str | None = None          # a keras.applications encoder instead of the conv blocks
+    backbone_weights: str | None = None  # its weights: a file, or "imagenet" (Keras' cache)
     embed_dim: int = 128
     units: int = 256
     decoder_layers: int = 1

@@ -285,3 +285,16 @@ def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.Path
     if isinstance(data, dict) and "annotations" in data:
         return read_coco(path, images, report=report)
     return read_karpathy(path, images, split, report=report)
+
+
+def has_splits(dataset: str) -> bool:
+    """Whether ``dataset`` names its own train/val/test splits: the known datasets and Karpathy
+    files do; a COCO or JSON-lines caption file is one split, whatever split is asked for (so
+    its "train" and "val" would be the same images)."""
+    if dataset in DATASETS:
+        return True
+    path = Path(dataset)
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    data = _read_json(path)
+    return not (isinstance(data, dict) and "annotations" in data)

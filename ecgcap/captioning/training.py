@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from ecgcap.captioning.config import CaptionTrainConfig
-from ecgcap.captioning.datasets import CaptionSet, load_captions
+from ecgcap.captioning.datasets import CaptionSet, has_splits, load_captions
 from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import augment, load_images
 from ecgcap.captioning.models import build_captioner
@@ -174,8 +174,9 @@ class HalveOnPlateau(keras.callbacks.Callback):
 
 
 def words_loss() -> keras.losses.Loss:
-    """Cross-entropy of the next word, summed over the steps of a caption and averaged, with
-    padding masked out (``ignore_class=0``)."""
+    """Cross-entropy of the next word at every step of every caption (back-propagated through
+    all of them), averaged over the batch's real words: padding is masked out
+    (``ignore_class=0``)."""
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
 
 
@@ -184,6 +185,7 @@ def build_model(config: CaptionTrainConfig, vocab: Vocabulary, scenes: list[str]
     model = build_captioner(
         vocab.tokens, image_size=config.image_size, max_length=config.max_length,
         encoder_filters=config.encoder_filters, convs_per_block=config.convs_per_block,
+        backbone=config.backbone, backbone_weights=config.backbone_weights,
         code_dim=config.code_dim, embed_dim=config.embed_dim, units=config.units,
         decoder_layers=config.decoder_layers, inject=config.inject,
         attention=config.attention, dropout=config.dropout,
@@ -213,15 +215,22 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
     Val is the dataset's val split (cut to ``config.val_images``) plus ``config.val_holdout``
     of the training images, held out stratified by scene (``seed``): RSICD's official val split
     holds four scenes, three of them absent from training, so alone it would select models for
-    unseen scenes only. Test is never read.
+    unseen scenes only. A COCO or JSON-lines file is one split (:func:`has_splits`): all of it
+    is training data and val is the hold-out alone. Test is never read.
     """
     from sklearn.model_selection import train_test_split
 
     train = load_captions(config.dataset, "train", data_dir=data_dir, image_dir=image_dir,
                           report=report)
-    val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
-                        report=report)
-    if len(train) == 0 or len(val) == 0:
+    if has_splits(config.dataset):
+        val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
+                            report=report)
+    else:  # one split: val is only the hold-out below, never the training images themselves
+        if config.val_holdout <= 0:
+            raise EcgcapError("a COCO or JSON-lines caption file is one split; val comes from "
+                              "--val-holdout, which must then be above 0", input=config.dataset)
+        val = CaptionSet(train.name, train.image_dir, [], [])
+    if len(train) == 0 or (len(val) == 0 and config.val_holdout <= 0):
         raise EcgcapError("no usable training or val images", input=config.dataset)
     if config.val_images:
         val = CaptionSet(val.name, val.image_dir, val.images[:config.val_images],

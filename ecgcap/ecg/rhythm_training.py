@@ -42,7 +42,6 @@ from ecgcap.runtime.checkpoint import (
     checkpoint_files,
     fit_resumable,
     gradient_log,
-    interrupted,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -261,21 +260,15 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
         config.rhythm.crop, augment=config.augment, use_rr=config.hrv,
         seed=config.seed, epoch=checkpoint.state["epoch"])
     val = parts["val"]
-    t0 = time.perf_counter()
-    if checkpoint.state["epoch"] < config.epochs and checkpoint.state["wait"] < config.patience:
-        try:
-            model.fit(batches, epochs=config.epochs, initial_epoch=checkpoint.state["epoch"],
-                      shuffle=False,
-                      callbacks=[StopOnSignal(), batches.callback(),
-                                 ValidationScore(val["signal"], val["rr"], y["val"], classes,
-                                                 config.rhythm),
-                                 *gradient_log(config.log_gradients, _fixed_batch(val, config),
-                                               y["val"][:32]),
-                                 checkpoint],
-                      verbose=0 if quiet else 2)
-        except KeyboardInterrupt:
-            raise interrupted(run_dir, checkpoint.state) from None
-    train_seconds = time.perf_counter() - t0
+    train_seconds = fit_resumable(
+        model, batches, checkpoint, run_dir, epochs=config.epochs,
+        initial_epoch=checkpoint.state["epoch"], shuffle=False,
+        callbacks=[StopOnSignal(), batches.callback(),
+                   ValidationScore(val["signal"], val["rr"], y["val"], classes, config.rhythm),
+                   *gradient_log(config.log_gradients, _fixed_batch(val, config),
+                                 y["val"][:32]),
+                   checkpoint],
+        verbose=0 if quiet else 2)
     best, _ = load_model(run_dir / "best.keras", (RHYTHM_MODEL,))
     report: dict[str, Any] = {
         "config": _config_json(config),

@@ -37,7 +37,6 @@ from ecgcap.runtime.checkpoint import (
     checkpoint_files,
     fit_resumable,
     gradient_log,
-    interrupted,
     streamed_checkpoint,
 )
 from ecgcap.runtime.distribute import Distribution, no_distribution
@@ -296,22 +295,16 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
         _inputs(parts["train"]), y["train"], np.array([weights[i] for i in y["train"]],
                                                        dtype=np.float32),
         config.batch_size, augment=config.augment, seed=config.seed, epoch=initial_epoch)
-    t1 = time.perf_counter()
-    if initial_epoch < config.epochs and checkpoint.state["wait"] < config.patience:
-        try:
-            model.fit(
-                train_batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
-                validation_data=(_inputs(parts["val"]), y["val"]),
-                callbacks=[StopOnSignal(), train_batches.callback(),
-                           ValidationScore(_inputs(parts["val"]), y["val"], classes),
-                           *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
-                                         y["val"][:256]),
-                           checkpoint],
-                verbose=0 if quiet else 2,
-            )
-        except KeyboardInterrupt:
-            raise interrupted(run_dir, checkpoint.state) from None
-    train_seconds = time.perf_counter() - t1
+    train_seconds = fit_resumable(
+        model, train_batches, checkpoint, run_dir, epochs=config.epochs,
+        initial_epoch=initial_epoch, shuffle=False,
+        validation_data=(_inputs(parts["val"]), y["val"]),
+        callbacks=[StopOnSignal(), train_batches.callback(),
+                   ValidationScore(_inputs(parts["val"]), y["val"], classes),
+                   *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
+                                 y["val"][:256]),
+                   checkpoint],
+        verbose=0 if quiet else 2)
     best, _ = load_model(run_dir / "best.keras", (BEAT_MODEL,))
     pred = {part: best.predict(_inputs(parts[part]), batch_size=1024, verbose=0).argmax(-1)
             for part in ("val", "test")}

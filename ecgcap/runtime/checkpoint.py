@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,22 @@ class Checkpoint(keras.callbacks.Callback):
         if self.restore_rng:  # a resumed run draws the dropout masks an unstopped one draws
             restore_rng_states(self.model, self.restore_rng)
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    @property
+    def trained_seconds(self) -> float | None:
+        """Seconds spent in the epochs run so far, over every session of a resumed run
+        (``None`` when an older ``state.json`` did not record them)."""
+        seconds = self.state.get("epoch_seconds", [])
+        return float(sum(seconds)) if len(seconds) == self.state["epoch"] else None
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
+        start = getattr(self, "_epoch_start", None)
+        if start is not None:
+            self.state.setdefault("epoch_seconds", []).append(
+                round(time.perf_counter() - start, 2))
         for k, v in logs.items():
             self.state["history"].setdefault(k, []).append(float(v))
         score = float(logs.get(self.monitor, -np.inf))
@@ -171,6 +186,8 @@ def restored_state(backup_dir: Path, epoch: int, monitor: str) -> dict[str, Any]
         return None
     state = json.loads(path.read_text())
     state["history"] = {k: v[:epoch] for k, v in state["history"].items()}
+    if "epoch_seconds" in state:
+        state["epoch_seconds"] = state["epoch_seconds"][:epoch]
     scores = state["history"].get(monitor, [])
     if len(scores) != epoch:
         return None  # not this backup's state: start the selection afresh
@@ -196,13 +213,13 @@ def streamed_checkpoint(run_dir: Path, info: dict[str, Any], monitor: str, patie
 def fit_resumable(model: keras.Model, data: Any, checkpoint: Checkpoint, run_dir: Path, *,
                   epochs: int, initial_epoch: int, **fit: Any) -> float:
     """``model.fit`` unless the run is over (``epochs`` reached or patience spent); Ctrl-C and
-    SIGTERM end it with :func:`interrupted`. Returns the seconds it trained."""
-    import time
-
+    SIGTERM end it with :func:`interrupted`. Returns the seconds the run has trained, over all
+    its sessions when it was resumed (:attr:`Checkpoint.trained_seconds`), else this call's."""
     start = time.perf_counter()
     if initial_epoch < epochs and checkpoint.state["wait"] < checkpoint.patience:
         try:
             model.fit(data, epochs=epochs, initial_epoch=initial_epoch, **fit)
         except KeyboardInterrupt:
             raise interrupted(run_dir, checkpoint.state) from None
-    return time.perf_counter() - start
+    total = checkpoint.trained_seconds
+    return total if total is not None else time.perf_counter() - start
