@@ -7,8 +7,8 @@ predictions over all 22 DS1 patients track DS2 far better (0.48-0.51). DS2 is ne
     ECGCAP_DATA=../shared/data python benchmarks/ecg_ds1_cv.py [--epochs 10] [--seeds 0 1]
         [--class-weight-power 0.5] [--model lstm] [--rr all|relative]
 
-``--rr relative`` blanks the four RR intervals in seconds (a constant column normalises to 0)
-and keeps only their ratios to the patient's own rhythm.
+``--rr relative`` (the default, ``BeatConfig.rr_seconds=False``) blanks the four RR intervals
+in seconds and keeps only their ratios to the patient's own rhythm; ``--rr all`` feeds both.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--class-weight-power", type=float, default=0.5)
     parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"))
-    parser.add_argument("--rr", default="all", choices=("all", "relative"),
+    parser.add_argument("--rr", default="relative", choices=("all", "relative"),
                         help="RR features: all 8, or only the 4 ratios")
     args = parser.parse_args()
 
@@ -42,13 +42,12 @@ def main() -> int:
     from ecgcap.ecg.training import BeatBatches, TrainConfig, build_model, class_weights
 
     assert sorted(sum(FOLDS, ())) == sorted(MITDB_DS1)
-    from ecgcap.ecg.dataset import load_beats
+    from ecgcap.ecg.dataset import BeatConfig, load_beats
 
     db = get_database("mitdb")
-    data = load_beats(locate_or_download("mitdb"), db, list(MITDB_DS1), quiet=True)
+    data = load_beats(locate_or_download("mitdb"), db, list(MITDB_DS1),
+                      BeatConfig(rr_seconds=args.rr == "all"), quiet=True)
     y = np.array([db.classes.index(c) for c in data["label"]])
-    if args.rr == "relative":
-        data["rr"][:, :4] = 0.0
     config = TrainConfig(model=args.model)
     for seed in args.seeds:
         t0 = time.perf_counter()

@@ -89,6 +89,22 @@ def test_rr_features_by_hand():
         processing.rr_features(np.array([5]), fs)
 
 
+def test_model_rr_features_are_ratios_with_or_without_the_seconds():
+    from ecgcap.ecg.dataset import BeatConfig, relative_rr
+
+    rr = np.array([[0.5, 1.0, 0.8, 1.0], [1.0, 1.0, 1.0, 1.0]])  # a premature beat, a normal one
+    both = relative_rr(rr)
+    np.testing.assert_allclose(both[:, :4], rr)
+    np.testing.assert_allclose(both[:, 4:], [[0.5, 1.0, 0.8, 0.625], [1, 1, 1, 1]], rtol=1e-5)
+    ratios = relative_rr(rr, seconds=False)
+    np.testing.assert_array_equal(ratios[:, :4], 0.0)
+    np.testing.assert_array_equal(ratios[:, 4:], both[:, 4:])
+    assert not BeatConfig().rr_seconds
+    assert BeatConfig.from_info({"lead": "MLII"}).rr_seconds  # saved before the setting
+    assert not BeatConfig.from_info({"rr_seconds": False}).rr_seconds
+    assert BeatConfig(rr_seconds=True).key() != BeatConfig().key()  # cached apart
+
+
 def test_aami_mapping_covers_every_class_and_skips_non_beats():
     expected = {"N": "N", "L": "N", "R": "N", "e": "N", "j": "N", "A": "S", "a": "S", "J": "S",
                 "S": "S", "V": "V", "E": "V", "F": "F", "/": "Q", "f": "Q", "Q": "Q"}
@@ -117,7 +133,7 @@ def test_windows_of_a_real_record_property(mitdb_dir, before, after, fs, start, 
     x, peaks = _record_100(mitdb_dir)
     x = x[start:start + seconds * 360]
     peaks = peaks[(peaks >= start) & (peaks < start + len(x))] - start
-    config = BeatConfig(fs=fs, before=before, after=after)
+    config = BeatConfig(fs=fs, before=before, after=after, rr_seconds=True)
     if len(peaks) < 2:
         return
     out = beats_from_signal(x, 360.0, peaks, config)

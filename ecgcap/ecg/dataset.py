@@ -41,6 +41,13 @@ class BeatConfig:
     highpass: float = 0.5      # baseline wander cut-off (Hz)
     lowpass: float = 40.0      # noise cut-off (Hz)
     local_beats: int = 10      # beats in the local RR average
+    rr_seconds: bool = False   # also the four RR intervals in seconds (off: only their ratios)
+
+    @classmethod
+    def from_info(cls, beats: dict) -> BeatConfig:
+        """The settings saved with a model; models saved before ``rr_seconds`` existed fed the
+        RR intervals in seconds."""
+        return cls(**{"rr_seconds": True, **beats})
 
     @property
     def window(self) -> tuple[int, int]:
@@ -62,17 +69,21 @@ RR_FEATURES = 8     # previous, next, local, average RR (s) and four ratios
 MIN_SECONDS = 2.0   # shorter records are refused: two beats and the band-pass filter's padding
 
 
-def relative_rr(rr: np.ndarray) -> np.ndarray:
+def relative_rr(rr: np.ndarray, seconds: bool = True) -> np.ndarray:
     """RR features for the model: the four intervals and their ratios to the patient's rhythm.
 
     Columns: prev, next, local, average (seconds); prev/average, next/average, local/average,
     prev/local. The ratios make prematurity visible whatever the patient's heart rate.
+    ``seconds=False`` sets the first four columns to 0 (a constant the model's normalisation
+    maps to 0): heart rates in seconds tell patients apart more than beat classes, and only
+    the ratios carried over to unseen patients (``benchmarks/ecg_ds1_cv.py --rr``).
     """
     prev, nxt, local, avg = (rr[:, i] for i in range(4))
     eps = 1e-6
     ratios = np.stack([prev / (avg + eps), nxt / (avg + eps), local / (avg + eps),
                        prev / (local + eps)], axis=1)
-    return np.concatenate([rr, ratios], axis=1).astype(np.float32)
+    absolute = rr if seconds else np.zeros_like(rr)
+    return np.concatenate([absolute, ratios], axis=1).astype(np.float32)
 
 
 def beats_from_signal(x: np.ndarray, fs: float, peaks: np.ndarray, config: BeatConfig
@@ -94,7 +105,8 @@ def beats_from_signal(x: np.ndarray, fs: float, peaks: np.ndarray, config: BeatC
     template = np.median(windows, axis=0, keepdims=True)
     beat = np.stack([windows, windows - template], axis=-1)
     rr = processing.rr_features(np.asarray(peaks), fs, config.local_beats)[kept]
-    return {"beat": beat.astype(np.float32), "rr": relative_rr(rr), "kept": kept}
+    return {"beat": beat.astype(np.float32), "rr": relative_rr(rr, config.rr_seconds),
+            "kept": kept}
 
 
 def prepare_record(path: str | os.PathLike, db: Database, config: BeatConfig

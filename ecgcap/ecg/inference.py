@@ -86,9 +86,9 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
         raise EcgcapError("not an ECG classifier", input=str(info.get("kind")))
     path = None if isinstance(record, wfdb.Record) else record
     rec = record if isinstance(record, wfdb.Record) else io.read_record(record)
-    config = BeatConfig(**info["beats"])
+    config = BeatConfig.from_info(info["beats"])
     if lead is not None:
-        config = BeatConfig(**{**info["beats"], "lead": lead})
+        config = BeatConfig.from_info({**info["beats"], "lead": lead})
     x = processing.select_lead(io.signal_of(rec), rec.sig_name, config.lead)
     processing.check_signal(x, rec.fs, min_seconds=MIN_SECONDS,
                             name=str(path or rec.record_name))

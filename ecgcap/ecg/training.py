@@ -448,7 +448,7 @@ def ensemble_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, out_dir:
                           input=", ".join(str(r) for r in run_dirs))
     model = build_ensemble([m for m, _ in loaded])
     classes = infos[0]["classes"]
-    beats = BeatConfig(**infos[0]["beats"])
+    beats = BeatConfig.from_info(infos[0]["beats"])
     report: dict[str, Any] = {"members": [str(r) for r in run_dirs],
                               "member_seeds": [r["config"]["seed"] for r in reports],
                               "member_best_epochs": [r["best_epoch"] for r in reports],
