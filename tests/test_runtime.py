@@ -66,20 +66,32 @@ def test_run_folder_is_refused_when_it_exists_unless_overwrite_or_resume(tmp_pat
         make_run_dir("../escape", tmp_path)
 
 
-@pytest.mark.parametrize("failure", [ValueError, KeyboardInterrupt])
-def test_overwritten_run_comes_back_when_the_new_run_fails_before_writing(tmp_path, failure):
+def _fail(how: str) -> None:
+    import os
+    import signal
+
+    if how == "SIGTERM":  # a scheduler stopping the call while it prepares data
+        os.kill(os.getpid(), signal.SIGTERM)
+    raise {"bad data": ValueError, "Ctrl-C": KeyboardInterrupt}.get(how, RuntimeError)(how)
+
+
+@pytest.mark.parametrize("how", ["bad data", "Ctrl-C", "SIGTERM"])
+def test_overwritten_run_comes_back_when_the_new_run_fails_before_writing(tmp_path, how):
     run = make_run_dir("a", tmp_path)
     (run / "model.keras").write_text("old")
-    with pytest.raises(failure), tidy_on_failure(tmp_path) as made:
+    expected = ValueError if how == "bad data" else EcgcapError
+    with pytest.raises(expected) as caught, tidy_on_failure(tmp_path) as made:
         made.append(make_run_dir("a", tmp_path, overwrite=True, keep_replaced=True))
-        raise failure("bad data")
+        _fail(how)
+    if how != "bad data":  # not "continue with --resume": there is nothing new to resume
+        assert caught.value.exit_code == 130 and "earlier run is back" in str(caught.value)
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
     assert (run / "model.keras").read_text() == "old"
     # once the new run has written something (a checkpoint to resume), the old one is gone
-    with pytest.raises(failure), tidy_on_failure(tmp_path) as made:
+    with pytest.raises((ValueError, KeyboardInterrupt)), tidy_on_failure(tmp_path) as made:
         made.append(make_run_dir("a", tmp_path, overwrite=True, keep_replaced=True))
         (run / "checkpoint.keras").write_text("new")
-        raise failure("crash in epoch 3")
+        _fail(how)
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
     assert [p.name for p in run.iterdir()] == ["checkpoint.keras"]
     with tidy_on_failure(tmp_path) as made:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ecgcap.runtime.checkpoint import (
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
-from ecgcap.runtime.modelfile import load_model, save_model
+from ecgcap.runtime.modelfile import load_model, read_info, save_model
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 # Patient-wise validation hold-out inside DS1: five records that hold S, V and F beats
@@ -272,6 +272,8 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
     ckpt, state_file = checkpoint_files(run_dir, resume=resume)  # refused before any work
+    if resume:  # beats cut as the run began (a newer default must not change its inputs)
+        config = replace(config, beats=BeatConfig.from_info(read_info(ckpt).get("beats", {})))
     t0 = time.perf_counter()
     parts = prepare_split(db, db_dir, config, quiet)
     prep_seconds = time.perf_counter() - t0
@@ -443,7 +445,8 @@ def ensemble_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, out_dir:
         raise EcgcapError("an ensemble is scored on whole records, so its runs must use the "
                           "inter-patient split", input=", ".join(str(r) for r in run_dirs))
     if any(r["records"] != reports[0]["records"] for r in reports) or \
-            any(i["beats"] != infos[0]["beats"] for i in infos):
+            any(BeatConfig.from_info(i["beats"]) != BeatConfig.from_info(infos[0]["beats"])
+                for i in infos):
         raise EcgcapError("runs of an ensemble must share their records and beat settings",
                           input=", ".join(str(r) for r in run_dirs))
     model = build_ensemble([m for m, _ in loaded])

@@ -186,8 +186,10 @@ def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
 
     A run folder that ``--overwrite`` set aside (:func:`ecgcap.runtime.paths.replaced_path`)
     is deleted once the new run has written something or succeeded; until then a failed or
-    interrupted call puts it back as it was.
+    interrupted call (Ctrl-C, or SIGTERM, which stops the call as Ctrl-C does until training
+    installs its own handler) puts it back as it was.
     """
+    from ecgcap.runtime.errors import EcgcapError
     from ecgcap.runtime.paths import replaced_path
 
     runs_dir = Path(runs_dir)
@@ -195,15 +197,21 @@ def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
     before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
     made: list[Path] = []
     try:
-        yield made
+        with _sigterm_as_interrupt():
+            yield made
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == 130
+        restored = []
         for folder in made:
             aside = replaced_path(folder)
             if aside.is_dir() and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
                 aside.rename(folder)  # the new run wrote nothing: the old one stays
+                restored.append(folder)
         _drop_replaced(made)
+        if interrupted and restored:
+            raise EcgcapError("interrupted before the first checkpoint; the earlier run is "
+                              "back as it was", input=str(restored[0]), exit_code=130) from None
         if interrupted:
             raise  # the message points at the folder for --resume
         new = [p for p in made if p not in before] + ([] if existed else [runs_dir])
@@ -212,6 +220,27 @@ def tidy_on_failure(runs_dir: str | os.PathLike) -> Iterator[list[Path]]:
                 folder.rmdir()  # only an empty folder goes
         raise
     _drop_replaced(made)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` inside the block (main thread only), so that a
+    ``timeout`` or a batch scheduler stopping the call early tidies up as Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _drop_replaced(folders: list[Path]) -> None:

@@ -101,6 +101,8 @@ def make_run_dir(name: str, runs_dir: str | os.PathLike = "runs", *, overwrite: 
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if keep_replaced and replaced_path(run_dir).is_dir() and not run_dir.exists():
+            replaced_path(run_dir).rename(run_dir)  # put the old run back
         raise EcgcapError(f"cannot create the run folder ({exc.strerror})",
                           input=str(run_dir)) from exc
     if not os.access(run_dir, os.W_OK):
