@@ -59,6 +59,22 @@ def test_help_of_random_split_says_it_leaks_patients():
     assert "LEAKS PATIENTS" in " ".join(result.stdout.split())
 
 
+def _as_saved_before_rr_seconds(path):
+    """Rewrite a model file's settings as ecgcap wrote them before ``rr_seconds`` existed."""
+    import zipfile
+
+    from ecgcap.runtime.modelfile import INFO_NAME
+
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    info = json.loads(entries[INFO_NAME])
+    del info["beats"]["rr_seconds"]
+    entries[INFO_NAME] = json.dumps(info).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+
+
 @pytest.mark.slow
 def test_train_resume_classify_and_score_end_to_end(mitdb_dir, tmp_path):
     common = ["--data-dir", str(mitdb_dir), "--runs-dir", str(tmp_path / "runs"), "--name", "r",
@@ -78,10 +94,13 @@ def test_train_resume_classify_and_score_end_to_end(mitdb_dir, tmp_path):
     again = run_module("ecgcap.train_ecg", *common, "--epochs", "1")
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
+    _as_saved_before_rr_seconds(run / "checkpoint.keras")
     resumed = run_module("ecgcap.train_ecg", *common, "--epochs", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads((run / "report.json").read_text())
     assert report["epochs_run"] == 2 and len(report["history"]["loss"]) == 2
+    # a run begun before the ratio-only default keeps feeding the RR seconds it began with
+    assert report["config"]["beats"]["rr_seconds"] is True
 
     model = str(run / "model.keras")
     out = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model", model,
