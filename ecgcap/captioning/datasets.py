@@ -282,7 +282,7 @@ def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.Path
     if path.suffix == ".jsonl":
         return read_jsonl(path, images, report=report)
     data = _read_json(path)
-    if isinstance(data, dict) and "annotations" in data:
+    if _is_coco(data):
         return read_coco(path, images, report=report)
     return read_karpathy(path, images, split, report=report)
 
@@ -296,5 +296,9 @@ def has_splits(dataset: str) -> bool:
     path = Path(dataset)
     if path.suffix != ".json" or not path.is_file():
         return False
-    data = _read_json(path)
-    return not (isinstance(data, dict) and "annotations" in data)
+    return not _is_coco(_read_json(path))
+
+
+def _is_coco(data: object) -> bool:
+    """A parsed caption ``.json`` in MS-COCO form (else Karpathy's)."""
+    return isinstance(data, dict) and "annotations" in data
