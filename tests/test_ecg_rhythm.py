@@ -122,6 +122,16 @@ def test_rhythm_options_are_checked(small_cinc2017, mitdb_dir, tmp_path):
                         "--runs-dir", str(tmp_path), "--name", "empty", "--resume")
     assert resume.returncode == 2 and "has no checkpoint" in resume.stderr
     assert not any((tmp_path / "empty").iterdir())
+    fold = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir", str(tmp_path / "x"),
+                      "--folds", "2", "--fold", "3", "--runs-dir", str(tmp_path))
+    assert fold.returncode == 2 and "--fold 3: fold must be between 1 and 2" in fold.stderr
+    (tmp_path / "taken" / "x").mkdir(parents=True)
+    for db in ("mitdb", "cinc2017"):  # the run folder is checked before the data is looked for
+        taken = run_module("ecgcap.train_ecg", "--db", db, "--data-dir", str(tmp_path / "none"),
+                           "--runs-dir", str(tmp_path), "--name", "taken")
+        assert taken.returncode == 2, taken.stderr
+        assert taken.stderr.strip().endswith("run folder exists; pass --overwrite to replace "
+                                             "it or --resume to continue it"), taken.stderr
 
 
 def test_shipped_rhythm_model_labels_held_out_real_records(cinc2017_dir):

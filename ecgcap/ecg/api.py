@@ -14,7 +14,7 @@ from ecgcap.ecg.rhythm_training import RhythmTrainConfig, train_rhythm
 from ecgcap.ecg.training import TrainConfig, train_beats
 from ecgcap.runtime.cli import finish_worker, tidy_on_failure, training_run_dir
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.paths import DATA_ENV, find_dataset, resolve_data_dir
+from ecgcap.runtime.paths import DATA_ENV, find_dataset, make_run_dir, resolve_data_dir
 
 URL_ENV = "ECGCAP_PHYSIONET_URL"  # a PhysioNet mirror, e.g. https://physionet.org/files
 
@@ -44,6 +44,8 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
                           "add --fold K", input=f"--folds {args.folds}")
     if args.fold is not None and not args.folds:
         raise EcgcapError("--fold needs --folds", input=f"--fold {args.fold}")
+    if args.fold is not None and args.fold > args.folds:
+        raise EcgcapError(f"fold must be between 1 and {args.folds}", input=f"--fold {args.fold}")
     return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold,
                              pipeline=_pipeline(args))
 
@@ -78,11 +80,14 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Run ``train_ecg``: locate the data, make the run folder, train; return (report, run dir)."""
     db = get_database(args.db)
     config = rhythm_config_from_args(args) if db.task == "rhythm" else config_from_args(args)
-    db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
     name = args.name or f"{db.name}-{config.model}-seed{config.seed}"
     if args.name is None and isinstance(config, RhythmTrainConfig) and config.fold and \
             config.pipeline == "shards":
         name += f"-fold{config.fold}"  # streamed folds are separate jobs, each its own run
+    if config.pipeline != "shards":  # a run folder in the way is refused before any download
+        make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume,
+                     check_only=True)
+    db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
     train = train_rhythm if isinstance(config, RhythmTrainConfig) else train_beats
     with tidy_on_failure(args.runs_dir) as made:
         run_dir, dist = training_run_dir(args, name, config)
