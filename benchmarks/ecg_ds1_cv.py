@@ -12,6 +12,10 @@ other DS1 records as its validation part. Finished folds are reused from ``--run
     ECGCAP_DATA=../shared/data python benchmarks/ecg_ds1_cv.py [--seeds 0 1] [--model lstm]
         [--class-weight-power 0.5] [--rr all|relative] [--runs-dir runs/ds1_cv]
 
+``--per-epoch N`` asks how long to train without a validation part instead: each fold trains
+on all the other DS1 records for N epochs (no early stopping), its held-out records are scored
+after every epoch, and the pooled scores are printed per epoch (mean over ``--seeds``).
+
 ``--rr relative`` (the default, ``BeatConfig.rr_seconds=False``) blanks the four RR intervals
 in seconds and keeps only their ratios to the patient's own rhythm; ``--rr all`` feeds both.
 """
@@ -44,7 +48,11 @@ def main() -> int:
     parser.add_argument("--rr", default="relative", choices=("all", "relative"),
                         help="RR features: all 8, or only the 4 ratios")
     parser.add_argument("--runs-dir", default="runs/ds1_cv")
+    parser.add_argument("--per-epoch", type=int, default=0, metavar="N",
+                        help="train N epochs on all other DS1 records; score every epoch")
     args = parser.parse_args()
+    if args.per_epoch:
+        return per_epoch(args)
 
     from ecgcap.ecg.api import locate_or_download
     from ecgcap.ecg.databases import MITDB_DS1, get_database
@@ -88,6 +96,77 @@ def main() -> int:
         print(f"\nseed {seed}: pooled out-of-fold DS1, {setting}, best epochs "
               f"{' '.join(epochs)} ({time.perf_counter() - t0:.0f} s)")
         print(format_table(report))
+    return 0
+
+
+def per_epoch(args: argparse.Namespace) -> int:
+    """Pooled out-of-fold scores after each epoch of training without a validation part."""
+    import keras
+
+    from ecgcap.ecg.api import locate_or_download
+    from ecgcap.ecg.databases import MITDB_DS1, get_database
+    from ecgcap.ecg.dataset import BeatConfig, load_beats
+    from ecgcap.ecg.evaluation import aami_report
+    from ecgcap.ecg.training import BeatBatches, TrainConfig, _weights, build_model
+    from ecgcap.runtime.seed import set_seed
+
+    class FoldScores(keras.callbacks.Callback):
+        """Predicts the held-out fold after every epoch."""
+
+        def __init__(self, x: dict, out: list):
+            super().__init__()
+            self.x, self.out = x, out
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.out.append(self.model.predict(self.x, batch_size=2048, verbose=0).argmax(-1))
+
+    db = get_database("mitdb")
+    data = load_beats(locate_or_download("mitdb"), db, list(MITDB_DS1),
+                      BeatConfig(rr_seconds=args.rr == "all"), quiet=True)
+    y = np.array([db.classes.index(c) for c in data["label"]])
+    config = TrainConfig(model=args.model, class_weight_power=args.class_weight_power)
+    setting = f"{args.model}-rr_{args.rr}-cw{args.class_weight_power:g}"
+    folder = Path(args.runs_dir) / "per_epoch" / setting
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = []
+    for seed in args.seeds:
+        preds = np.zeros((args.per_epoch, len(y)), dtype=np.int64)
+        for k, fold in enumerate(FOLDS, start=1):
+            test = np.isin(data["record"], fold)
+            saved = folder / f"seed{seed}-fold{k}-{args.per_epoch}.npy"
+            if not saved.is_file():
+                set_seed(seed)
+                train = ~test
+                model = build_model(config, len(db.classes))
+                model.get_layer("rr_norm").adapt(data["rr"][train])
+                model.compile(keras.optimizers.Adam(config.learning_rate,
+                                                    clipnorm=config.clipnorm),
+                              "sparse_categorical_crossentropy")
+                w = _weights(config, y[train], db.classes)
+                batches = BeatBatches({"beat": data["beat"][train], "rr": data["rr"][train]},
+                                      y[train], np.array([w[i] for i in y[train]], np.float32),
+                                      config.batch_size, augment=config.augment, seed=seed)
+                out: list = []
+                x_test = {"beat": data["beat"][test], "rr": data["rr"][test]}
+                model.fit(batches, epochs=args.per_epoch, shuffle=False, verbose=0,
+                          callbacks=[batches.callback(), FoldScores(x_test, out)])
+                np.save(saved, np.stack(out))
+            preds[:, test] = np.load(saved)
+        scores.append([aami_report(y, p, db.classes) for p in preds])
+        print(f"seed {seed} done", flush=True)
+    print(f"\npooled out-of-fold DS1, {setting}, no validation part, mean over seeds "
+          f"{' '.join(map(str, args.seeds))}")
+    print(f"{'epochs':>6} {'macro-F1':>9} {'S F1':>6} {'S Se':>6} {'S +P':>6} {'V F1':>6} "
+          f"{'per seed':>10}")
+    for e in range(args.per_epoch):
+        reps = [s[e] for s in scores]
+        cls = {c: [r["per_class"][c] for r in reps] for c in "SV"}
+        mean = np.mean([r["macro_f1"] for r in reps])
+        print(f"{e + 1:>6} {mean:>9.3f} {np.mean([c['f1'] for c in cls['S']]):>6.3f} "
+              f"{np.mean([c['sensitivity'] for c in cls['S']]):>6.1%} "
+              f"{np.mean([c['ppv'] or 0 for c in cls['S']]):>6.1%} "
+              f"{np.mean([c['f1'] for c in cls['V']]):>6.3f}    "
+              + " ".join(f"{r['macro_f1']:.3f}" for r in reps))
     return 0
 
 

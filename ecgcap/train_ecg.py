@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "LEAKS PATIENTS between train and test (optimistic scores)")
     parser.add_argument("--val-records", default=None, metavar="R,R,...",
                         help="mitdb: patient-wise validation records inside DS1 "
-                             "(default 118,124,205,215,220)")
+                             "(default 118,124,205,215,220); 'none': train on all of DS1 "
+                             "for --epochs epochs, without early stopping")
     parser.add_argument("--train-records", default=None, metavar="R,R,...",
                         help="mitdb: train on these DS1 records only (default: DS1 minus the "
                              "validation records), e.g. for learning curves or quick runs")

@@ -200,3 +200,36 @@ def test_interrupt_checkpoints_and_resume_finishes_the_run(signame, mitdb_dir, t
         for key, values in a["history"].items():
             assert report["history"][key] == pytest.approx(values, rel=1e-5), key
         assert report["test"]["macro_f1"] == pytest.approx(a["test"]["macro_f1"], rel=1e-5)
+
+
+def test_training_without_a_validation_part_keeps_the_last_epoch(mitdb_dir, tmp_path):
+    """``--val-records none``: all training records are trained on for every epoch (no early
+    stopping, even with patience 1), and the model is the last epoch's."""
+    from dataclasses import replace
+
+    from ecgcap.ecg.api import config_from_args, format_report
+    from ecgcap.ecg.training import train_beats
+    from ecgcap.runtime.modelfile import load_model
+    from ecgcap.runtime.seed import set_seed
+    from ecgcap.train_ecg import build_parser
+
+    args = build_parser().parse_args(["--val-records", "none", "--epochs", "3"])
+    assert config_from_args(args).val_records == ()
+    mitdb = get_database("mitdb")
+    db = replace(mitdb, split={**mitdb.split, "train": ("101", "106"), "test": ("118",)})
+    config = replace(config_from_args(args), units=8, batch_size=128, conv_filters=(8,),
+                     patience=1)
+    set_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    report = train_beats(config, db, mitdb_dir, run, quiet=True)
+    assert report["val"] is None and report["test"]["n"] > 2000
+    assert report["records"] == {"train": ["101", "106"], "test": ["118"]}
+    assert report["epochs_run"] == report["best_epoch"] == 3
+    assert not [k for k in report["history"] if k.startswith("val_")]
+    assert "no validation part: the last epoch" in format_report(report)
+    last, _ = load_model(run / "checkpoint.keras", ("ecg-beats",))
+    best, _ = load_model(run / "model.keras", ("ecg-beats",))
+    x = {"beat": np.random.default_rng(0).normal(size=(4, 126, 2)).astype("float32"),
+         "rr": np.ones((4, 8), "float32")}
+    np.testing.assert_allclose(best.predict(x, verbose=0), last.predict(x, verbose=0))

@@ -67,7 +67,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise EcgcapError("--folds and --fold apply to cinc2017 only", input=f"--db {args.db}")
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))
-    if args.val_records:
+    if args.val_records and args.val_records.strip().lower() == "none":
+        config = dataclasses.replace(config, val_records=())
+    elif args.val_records:
         config = dataclasses.replace(
             config, val_records=_records(args.val_records, "--val-records"))
     if args.train_records:
@@ -124,8 +126,10 @@ def format_report(report: dict[str, Any]) -> str:
         from ecgcap.ecg.rhythm_training import format_report as format_rhythm
 
         return format_rhythm(report)
+    chosen = (f"selected on validation macro-F1 {report['val']['macro_f1']:.3f}"
+              if report.get("val") else "no validation part: the last epoch")
     head = (f"{report['config']['model']} on {report['config']['db']} "
-            f"(best epoch {report['best_epoch']} of {report['epochs_run']}, "
-            f"selected on validation macro-F1 {report['val']['macro_f1']:.3f}); test records:")
+            f"(best epoch {report['best_epoch']} of {report['epochs_run']}, {chosen}); "
+            "test records:")
     return "\n".join([head, evaluation.format_table(report["test"]), "",
                       evaluation.format_confusion(report["test"])])

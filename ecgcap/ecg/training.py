@@ -204,12 +204,13 @@ def build_model(config: TrainConfig, n_classes: int) -> keras.Model:
 
 def prepare_split(db: Database, db_dir: Path, config: TrainConfig, quiet: bool = False
                   ) -> dict[str, dict[str, np.ndarray]]:
-    """The beats of each part of the split, as dicts of arrays."""
+    """The beats of each part of the split, as dicts of arrays (no ``val`` without
+    validation records)."""
     io.list_records(db_dir)  # a folder without a RECORDS list, or an empty one, is refused
     if config.split == "inter-patient":
         parts = split_records(db, config)
         return {k: load_beats(db_dir, db, v, config.beats, quiet=quiet or k != "train")
-                for k, v in parts.items()}
+                for k, v in parts.items() if v}
     if config.split == "random-beats":
         records = [*db.split["train"], *db.split["test"]]
         data = load_beats(db_dir, db, records, config.beats, quiet=quiet)
@@ -234,7 +235,8 @@ def _report(config: TrainConfig, classes: Sequence[str], weights: dict[int, floa
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     for part in ("val", "test"):
-        report[part] = evaluation.aami_report(y[part], pred[part], classes)
+        report[part] = evaluation.aami_report(y[part], pred[part], classes) if part in y \
+            else None
     return report
 
 
@@ -290,27 +292,31 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     info = model_info(config, db)
-    checkpoint = Checkpoint(run_dir, info, patience=config.patience, state=state)
+    # without a validation part: no early stopping, the last epoch is the model
+    checkpoint = Checkpoint(run_dir, info, "val_macro_f1" if "val" in parts else None,
+                            patience=config.patience, state=state)
     initial_epoch = checkpoint.state["epoch"]
     weights = _weights(config, y["train"], classes)
     train_batches = BeatBatches(
         _inputs(parts["train"]), y["train"], np.array([weights[i] for i in y["train"]],
                                                        dtype=np.float32),
         config.batch_size, augment=config.augment, seed=config.seed, epoch=initial_epoch)
+    val = (_inputs(parts["val"]), y["val"]) if "val" in parts else None
+    scoring = [ValidationScore(*val, classes)] if val else []
+    probe = "val" if "val" in parts else "train"  # a fixed batch for --log-gradients
     train_seconds = fit_resumable(
         model, train_batches, checkpoint, run_dir, epochs=config.epochs,
-        initial_epoch=initial_epoch, shuffle=False,
-        validation_data=(_inputs(parts["val"]), y["val"]),
-        callbacks=[StopOnSignal(), train_batches.callback(),
-                   ValidationScore(_inputs(parts["val"]), y["val"], classes),
-                   *gradient_log(config.log_gradients, _inputs(parts["val"], slice(0, 256)),
-                                 y["val"][:256]),
+        initial_epoch=initial_epoch, shuffle=False, validation_data=val,
+        callbacks=[StopOnSignal(), train_batches.callback(), *scoring,
+                   *gradient_log(config.log_gradients, _inputs(parts[probe], slice(0, 256)),
+                                 y[probe][:256]),
                    checkpoint],
         verbose=0 if quiet else 2)
     best, _ = load_model(run_dir / "best.keras", (BEAT_MODEL,))
     pred = {part: best.predict(_inputs(parts[part]), batch_size=1024, verbose=0).argmax(-1)
-            for part in ("val", "test")}
+            for part in ("val", "test") if part in parts}
     records = {k: sorted(set(v["record"].tolist())) for k, v in parts.items()}
+    y = {k: v for k, v in y.items() if k in pred}
     report = _report(config, classes, weights, records, y, pred, checkpoint.state,
                      {"prepare": prep_seconds, "train": train_seconds})
     write_outputs(best, run_dir, info, report)
@@ -378,6 +384,9 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
     if config.log_gradients:
         raise EcgcapError("gradient logging runs on the in-memory pipeline on one device",
                           input="--log-gradients")
+    if not config.val_records:
+        raise EcgcapError("streamed (and distributed) training needs validation records",
+                          input="--val-records none")
     dist.check_batch(config.batch_size)
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
@@ -458,6 +467,9 @@ def ensemble_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, out_dir:
                               "config": reports[0]["config"], "classes": classes,
                               "records": reports[0]["records"]}
     for part in ("val", "test"):
+        if not reports[0]["records"].get(part):  # runs trained without a validation part
+            report[part] = None
+            continue
         data = load_beats(db_dir, db, reports[0]["records"][part], beats, quiet=True)
         y = np.array([classes.index(c) for c in data["label"]])
         pred = model.predict(_inputs(data), batch_size=1024, verbose=0).argmax(-1)

@@ -42,6 +42,8 @@ def restore_rng_states(model: keras.Model, states: dict[str, list[int]]) -> None
 class Checkpoint(keras.callbacks.Callback):
     """Every epoch: ``checkpoint.keras`` (with optimizer) and ``state.json``; the best model
     by ``monitor`` as ``best.keras``; stop after ``patience`` epochs without improvement.
+    With ``monitor=None`` (no validation data) every epoch is the best so far: ``best.keras``
+    is the latest epoch and training runs all its epochs.
     All files are written atomically, so an interrupted run resumes from a whole checkpoint;
     ``state.json`` also holds the dropout generators' states (:func:`restore_rng_states`).
 
@@ -51,7 +53,7 @@ class Checkpoint(keras.callbacks.Callback):
     (``state_path``).
     """
 
-    def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str = "val_macro_f1",
+    def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str | None = "val_macro_f1",
                  patience: int = 6, state: dict[str, Any] | None = None, *,
                  save_models: bool = True, save_last: bool = True,
                  state_path: Path | None = None):
@@ -88,9 +90,11 @@ class Checkpoint(keras.callbacks.Callback):
                 round(time.perf_counter() - start, 2))
         for k, v in logs.items():
             self.state["history"].setdefault(k, []).append(float(v))
-        score = float(logs.get(self.monitor, -np.inf))
-        if score > self.state["best"]:
-            self.state.update(best=score, best_epoch=epoch + 1, wait=0)
+        score = float(logs.get(self.monitor, -np.inf)) if self.monitor else None
+        if score is None or score > self.state["best"]:  # no monitor: the latest epoch
+            if score is not None:
+                self.state["best"] = score
+            self.state.update(best_epoch=epoch + 1, wait=0)
             if self.save_models:
                 save_model(self.model, self.run_dir / "best.keras", self.info)
         else:
