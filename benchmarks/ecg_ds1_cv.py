@@ -47,6 +47,8 @@ def main() -> int:
     parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"))
     parser.add_argument("--rr", default="relative", choices=("all", "relative"),
                         help="RR features: all 8, or only the 4 ratios")
+    parser.add_argument("--rr-irregularity", action="store_true",
+                        help="add the local rhythm's irregularity as an RR feature")
     parser.add_argument("--runs-dir", default="runs/ds1_cv")
     parser.add_argument("--per-epoch", type=int, default=0, metavar="N",
                         help="train N epochs on all other DS1 records; score every epoch")
@@ -66,10 +68,10 @@ def main() -> int:
     assert all(not set(v) & set(f) and len(v) == 5 for v, f in zip(VALIDATION, FOLDS, strict=True))
     mitdb = get_database("mitdb")
     db_dir = Path(locate_or_download("mitdb"))
-    beats = BeatConfig(rr_seconds=args.rr == "all")
+    beats = BeatConfig(rr_seconds=args.rr == "all", rr_irregularity=args.rr_irregularity)
     data = load_beats(db_dir, mitdb, list(MITDB_DS1), beats, quiet=True)
     y = np.array([mitdb.classes.index(c) for c in data["label"]])
-    setting = f"{args.model}-rr_{args.rr}-cw{args.class_weight_power:g}"
+    setting = _setting(args)
     for seed in args.seeds:
         t0 = time.perf_counter()
         pred = np.zeros(len(y), dtype=np.int64)
@@ -99,6 +101,12 @@ def main() -> int:
     return 0
 
 
+def _setting(args: argparse.Namespace) -> str:
+    """The runs' folder name for these settings."""
+    return (f"{args.model}-rr_{args.rr}-cw{args.class_weight_power:g}"
+            + ("-irregularity" if args.rr_irregularity else ""))
+
+
 def per_epoch(args: argparse.Namespace) -> int:
     """Pooled out-of-fold scores after each epoch of training without a validation part."""
     import keras
@@ -121,11 +129,12 @@ def per_epoch(args: argparse.Namespace) -> int:
             self.out.append(self.model.predict(self.x, batch_size=2048, verbose=0).argmax(-1))
 
     db = get_database("mitdb")
-    data = load_beats(locate_or_download("mitdb"), db, list(MITDB_DS1),
-                      BeatConfig(rr_seconds=args.rr == "all"), quiet=True)
+    beats = BeatConfig(rr_seconds=args.rr == "all", rr_irregularity=args.rr_irregularity)
+    data = load_beats(locate_or_download("mitdb"), db, list(MITDB_DS1), beats, quiet=True)
     y = np.array([db.classes.index(c) for c in data["label"]])
-    config = TrainConfig(model=args.model, class_weight_power=args.class_weight_power)
-    setting = f"{args.model}-rr_{args.rr}-cw{args.class_weight_power:g}"
+    config = TrainConfig(model=args.model, class_weight_power=args.class_weight_power,
+                         beats=beats)
+    setting = _setting(args)
     folder = Path(args.runs_dir) / "per_epoch" / setting
     folder.mkdir(parents=True, exist_ok=True)
     scores = []
@@ -156,17 +165,22 @@ def per_epoch(args: argparse.Namespace) -> int:
         print(f"seed {seed} done", flush=True)
     print(f"\npooled out-of-fold DS1, {setting}, no validation part, mean over seeds "
           f"{' '.join(map(str, args.seeds))}")
-    print(f"{'epochs':>6} {'macro-F1':>9} {'S F1':>6} {'S Se':>6} {'S +P':>6} {'V F1':>6} "
-          f"{'per seed':>10}")
+    print(f"{'epochs':>6} {'macro-F1':>9} {'smoothed':>9} {'S F1':>6} {'S Se':>6} {'S +P':>6} "
+          f"{'V F1':>6} {'per seed':>10}")
+    means = np.array([np.mean([s[e]["macro_f1"] for s in scores]) for e in range(args.per_epoch)])
+    # the score of N epochs is noisy from epoch to epoch: the choice uses the mean of N-1..N+1
+    smoothed = np.array([means[max(e - 1, 0):e + 2].mean() for e in range(args.per_epoch)])
     for e in range(args.per_epoch):
         reps = [s[e] for s in scores]
         cls = {c: [r["per_class"][c] for r in reps] for c in "SV"}
-        mean = np.mean([r["macro_f1"] for r in reps])
-        print(f"{e + 1:>6} {mean:>9.3f} {np.mean([c['f1'] for c in cls['S']]):>6.3f} "
+        print(f"{e + 1:>6} {means[e]:>9.3f} {smoothed[e]:>9.3f} "
+              f"{np.mean([c['f1'] for c in cls['S']]):>6.3f} "
               f"{np.mean([c['sensitivity'] for c in cls['S']]):>6.1%} "
               f"{np.mean([c['ppv'] or 0 for c in cls['S']]):>6.1%} "
               f"{np.mean([c['f1'] for c in cls['V']]):>6.3f}    "
               + " ".join(f"{r['macro_f1']:.3f}" for r in reps))
+    best = int(smoothed[1:-1].argmax()) + 2  # a full window on both sides
+    print(f"\nchosen: {best} epochs (smoothed macro-F1 {smoothed[best - 1]:.3f})")
     return 0
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecgcap.ecg import io, processing
-from ecgcap.ecg.databases import AAMI_MAP
+from ecgcap.ecg.databases import AAMI_MAP, get_database
 from ecgcap.runtime.errors import EcgcapError
 
 
@@ -87,6 +87,34 @@ def test_rr_features_by_hand():
     np.testing.assert_allclose(rr[:, 2], [1.0, 0.9, 1.0, 1.1, 1.0])
     with pytest.raises(EcgcapError):
         processing.rr_features(np.array([5]), fs)
+
+
+def test_rr_irregularity_by_hand_and_on_rhythms():
+    peaks = np.array([0, 100, 180, 300, 400])  # RR = 100, 80, 120, 100 samples
+    # local_beats=4: beat i sees intervals i-2 .. i+1; |diffs| over the median interval
+    expected = [20 / 90, 30 / 100, 20 / 100, 30 / 100, 20 / 110]
+    np.testing.assert_allclose(processing.rr_irregularity(peaks, 4), expected, rtol=1e-6)
+    sinus = np.cumsum(np.full(40, 200))
+    ectopic = sinus.copy()
+    ectopic[20:] -= 70  # one premature beat, then the rhythm goes on
+    assert np.all(processing.rr_irregularity(sinus) == 0)
+    assert np.all(processing.rr_irregularity(ectopic) == 0)  # one beat does not move a median
+    af = np.cumsum(np.random.default_rng(0).uniform(100, 300, 40)).astype(int)
+    assert processing.rr_irregularity(af).mean() > 0.2
+    with pytest.raises(EcgcapError):
+        processing.rr_irregularity(np.array([5]))
+
+
+def test_rr_irregularity_is_a_ninth_feature_when_asked_for(mitdb_dir):
+    from ecgcap.ecg.dataset import BeatConfig, prepare_record
+
+    assert BeatConfig().rr_features == 8 and not BeatConfig.from_info({}).rr_irregularity
+    config = BeatConfig(rr_irregularity=True)
+    assert config.rr_features == 9 and config.key() != BeatConfig().key()
+    plain = prepare_record(mitdb_dir / "100", get_database("mitdb"), BeatConfig())
+    extra = prepare_record(mitdb_dir / "100", get_database("mitdb"), config)
+    np.testing.assert_array_equal(extra["rr"][:, :8], plain["rr"])
+    assert extra["rr"].shape[1] == 9 and np.median(extra["rr"][:, 8]) < 0.1  # record 100: sinus
 
 
 def test_model_rr_features_are_ratios_with_or_without_the_seconds():

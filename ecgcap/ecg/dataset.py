@@ -42,12 +42,18 @@ class BeatConfig:
     lowpass: float = 40.0      # noise cut-off (Hz)
     local_beats: int = 10      # beats in the local RR average
     rr_seconds: bool = False   # also the four RR intervals in seconds (off: only their ratios)
+    rr_irregularity: bool = False  # a ninth RR feature: the local rhythm's irregularity
 
     @classmethod
     def from_info(cls, beats: dict) -> BeatConfig:
         """The settings saved with a model; models saved before ``rr_seconds`` existed fed the
-        RR intervals in seconds."""
-        return cls(**{"rr_seconds": True, **beats})
+        RR intervals in seconds, and those saved before ``rr_irregularity`` eight features."""
+        return cls(**{"rr_seconds": True, "rr_irregularity": False, **beats})
+
+    @property
+    def rr_features(self) -> int:
+        """Width of the model's ``rr`` input."""
+        return RR_FEATURES + int(self.rr_irregularity)
 
     @property
     def window(self) -> tuple[int, int]:
@@ -60,12 +66,15 @@ class BeatConfig:
         return before + after
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True) + "|v1"
+        settings = asdict(self)
+        if not self.rr_irregularity:  # caches made before the setting existed stay valid
+            del settings["rr_irregularity"]
+        text = json.dumps(settings, sort_keys=True) + "|v1"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 BEAT_CHANNELS = 2   # the normalised beat, and the beat minus the record's median beat
-RR_FEATURES = 8     # previous, next, local, average RR (s) and four ratios
+RR_FEATURES = 8     # previous, next, local, average RR (s) and four ratios (+1: irregularity)
 MIN_SECONDS = 2.0   # shorter records are refused: two beats and the band-pass filter's padding
 
 
@@ -90,7 +99,8 @@ def beats_from_signal(x: np.ndarray, fs: float, peaks: np.ndarray, config: BeatC
                       ) -> dict[str, np.ndarray]:
     """Run the beat pipeline on one lead ``x`` with R peaks ``peaks`` (samples at ``fs``).
 
-    Returns ``beat`` (beats, length, 2), ``rr`` (beats, 8) and ``kept`` (mask over ``peaks``).
+    Returns ``beat`` (beats, length, 2), ``rr`` (beats, ``config.rr_features``) and ``kept``
+    (mask over ``peaks``).
     """
     if len(peaks) < 2:
         raise EcgcapError("fewer than two beats", input="record")
@@ -104,9 +114,12 @@ def beats_from_signal(x: np.ndarray, fs: float, peaks: np.ndarray, config: BeatC
         raise EcgcapError("recording shorter than one beat window", input="record")
     template = np.median(windows, axis=0, keepdims=True)
     beat = np.stack([windows, windows - template], axis=-1)
-    rr = processing.rr_features(np.asarray(peaks), fs, config.local_beats)[kept]
-    return {"beat": beat.astype(np.float32), "rr": relative_rr(rr, config.rr_seconds),
-            "kept": kept}
+    rr = relative_rr(processing.rr_features(np.asarray(peaks), fs, config.local_beats)[kept],
+                     config.rr_seconds)
+    if config.rr_irregularity:
+        irregular = processing.rr_irregularity(np.asarray(peaks), config.local_beats)[kept]
+        rr = np.concatenate([rr, irregular[:, None]], axis=1)
+    return {"beat": beat.astype(np.float32), "rr": rr, "kept": kept}
 
 
 def prepare_record(path: str | os.PathLike, db: Database, config: BeatConfig

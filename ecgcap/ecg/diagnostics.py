@@ -18,7 +18,7 @@ import numpy as np
 
 from ecgcap.ecg import io, plots
 from ecgcap.ecg.databases import Database
-from ecgcap.ecg.dataset import BEAT_CHANNELS, RR_FEATURES, BeatConfig, load_beats
+from ecgcap.ecg.dataset import BEAT_CHANNELS, BeatConfig, load_beats
 from ecgcap.ecg.inference import load_classifier
 from ecgcap.ecg.models import BUILDERS
 from ecgcap.ecg.recordings import RhythmConfig, load_recordings, pad_batch
@@ -49,7 +49,7 @@ def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: s
             config = RhythmTrainConfig(model=spec, bidirectional=bidirectional, pooling=pooling)
             return build_rhythm_model(config, len(db.classes)), f"{spec} ({shape}, untrained)"
         return BUILDERS[spec](input_length=BeatConfig().length, channels=BEAT_CHANNELS,
-                              rr_features=RR_FEATURES, classes=len(db.classes),
+                              rr_features=BeatConfig().rr_features, classes=len(db.classes),
                               bidirectional=bidirectional, pooling=pooling), \
             f"{spec} ({shape}, untrained)"
     model, info = load_classifier(spec)

@@ -150,6 +150,26 @@ def rr_features(peaks: np.ndarray, fs: float, local_beats: int = 10) -> np.ndarr
     return np.stack([prev, nxt, local, average], axis=1).astype(np.float32)
 
 
+def rr_irregularity(peaks: np.ndarray, local_beats: int = 10) -> np.ndarray:
+    """How irregular the rhythm around each beat is: the median absolute difference between
+    successive RR intervals over the ``local_beats`` intervals centred on the beat, over their
+    median interval (about 0 in sinus rhythm with an isolated ectopic beat, high in atrial
+    fibrillation, where a short interval is not a premature beat). Unitless, shape (beats,).
+    """
+    peaks = np.asarray(peaks, dtype=np.float64)
+    n = len(peaks)
+    if n < 2:
+        raise EcgcapError("need at least two beats for RR intervals", input="beats")
+    rr = np.diff(peaks)
+    half = max(local_beats // 2, 1)
+    out = np.zeros(n, dtype=np.float32)
+    for i in range(n):  # interval j lies between beats j and j + 1
+        window = rr[max(i - half, 0):min(i + half, len(rr))]
+        if len(window) >= 2:
+            out[i] = np.median(np.abs(np.diff(window))) / np.median(window)
+    return out
+
+
 HRV_FEATURES = ("heart_rate", "median_rr", "mean_rr", "cv_rr", "rmssd_rel", "pnn50",
                 "median_drr_rel", "irregular_share", "min_rr_rel", "max_rr_rel",
                 "turning_point_share", "enough_beats")

@@ -23,7 +23,6 @@ from ecgcap.ecg import evaluation, io, plots
 from ecgcap.ecg.databases import Database
 from ecgcap.ecg.dataset import (
     BEAT_CHANNELS,
-    RR_FEATURES,
     BeatConfig,
     load_beats,
     write_beat_shards,
@@ -195,7 +194,8 @@ def build_model(config: TrainConfig, n_classes: int) -> keras.Model:
         raise EcgcapError(f"unknown model; choose one of {', '.join(BUILDERS)}",
                           input=f"--model {config.model}")
     return BUILDERS[config.model](
-        input_length=config.beats.length, channels=BEAT_CHANNELS, rr_features=RR_FEATURES,
+        input_length=config.beats.length, channels=BEAT_CHANNELS,
+        rr_features=config.beats.rr_features,
         classes=n_classes, conv_filters=config.conv_filters,
         recurrent_layers=config.recurrent_layers, units=config.units,
         bidirectional=config.bidirectional, dropout=config.dropout,
@@ -353,7 +353,7 @@ def beat_stream(shards: ShardSet, classes: Sequence[str], weights: dict[int, flo
 
     length = config.beats.length
     signature = ({"beat": tf.TensorSpec((None, length, BEAT_CHANNELS), tf.float32),
-                  "rr": tf.TensorSpec((None, RR_FEATURES), tf.float32)},
+                  "rr": tf.TensorSpec((None, config.beats.rr_features), tf.float32)},
                  tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.float32))
     return distribution.dataset(lambda pipeline, pipelines, pieces: stream(
         shards, make_batch, signature, global_batch=config.batch_size, seed=config.seed,
