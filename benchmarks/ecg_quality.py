@@ -6,6 +6,11 @@ DS2 table side by side, the mean and spread over seeds, and checks the bars. Fin
 reused (their report.json), so the script can be stopped and started again.
 
     ECGCAP_DATA=../shared/data python benchmarks/ecg_quality.py [--seeds 0 1 2] [--ship]
+        [--fixed-epochs lstm=N simplernn=M]
+
+``--fixed-epochs`` trains each named model on all of DS1 for its number of epochs, without a
+validation hold-out or early stopping (``train_ecg --val-records none --epochs N``); the numbers
+come from the DS1 cross-validation (``benchmarks/ecg_ds1_cv.py --per-epoch``), never from DS2.
 
 Each model's seeds are also averaged into one ensemble (mean probabilities of the seeds' best
 models, :func:`ecgcap.ecg.training.ensemble_runs`), scored beside them. ``--ship`` copies the
@@ -40,7 +45,10 @@ def main() -> int:
     parser.add_argument("--runs-dir", default="runs/ecg_quality")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--ship", action="store_true")
+    parser.add_argument("--fixed-epochs", nargs="+", default=[], metavar="MODEL=N",
+                        help="train MODEL on all of DS1 for N epochs, no validation hold-out")
     args = parser.parse_args()
+    fixed = {m: int(n) for m, n in (item.split("=") for item in args.fixed_epochs)}
 
     reports: dict[str, dict] = {}
     for model in args.models:
@@ -53,6 +61,8 @@ def main() -> int:
                        "--device", "cpu", "-q", "--overwrite"]
                 if args.data_dir:
                     cmd += ["--data-dir", args.data_dir]
+                if model in fixed:
+                    cmd += ["--val-records", "none", "--epochs", str(fixed[model])]
                 print("running:", " ".join(cmd[1:]), flush=True)
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             reports[name] = json.loads((run / "report.json").read_text())

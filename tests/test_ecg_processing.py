@@ -105,14 +105,14 @@ def test_rr_irregularity_by_hand_and_on_rhythms():
         processing.rr_irregularity(np.array([5]))
 
 
-def test_rr_irregularity_is_a_ninth_feature_when_asked_for(mitdb_dir):
+def test_rr_irregularity_is_the_ninth_feature(mitdb_dir):
     from ecgcap.ecg.dataset import BeatConfig, prepare_record
 
-    assert BeatConfig().rr_features == 8 and not BeatConfig.from_info({}).rr_irregularity
-    config = BeatConfig(rr_irregularity=True)
-    assert config.rr_features == 9 and config.key() != BeatConfig().key()
-    plain = prepare_record(mitdb_dir / "100", get_database("mitdb"), BeatConfig())
-    extra = prepare_record(mitdb_dir / "100", get_database("mitdb"), config)
+    assert BeatConfig().rr_features == 9 and not BeatConfig.from_info({}).rr_irregularity
+    config = BeatConfig(rr_irregularity=False)  # models saved before the setting
+    assert config.rr_features == 8 and config.key() != BeatConfig().key()
+    plain = prepare_record(mitdb_dir / "100", get_database("mitdb"), config)
+    extra = prepare_record(mitdb_dir / "100", get_database("mitdb"), BeatConfig())
     np.testing.assert_array_equal(extra["rr"][:, :8], plain["rr"])
     assert extra["rr"].shape[1] == 9 and np.median(extra["rr"][:, 8]) < 0.1  # record 100: sinus
 
@@ -175,7 +175,7 @@ def test_windows_of_a_real_record_property(mitdb_dir, before, after, fs, start, 
     np.testing.assert_allclose(out["beat"][:, b, 0], y[at[out["kept"]]], rtol=1e-5, atol=1e-5)
     median = np.median(out["beat"][..., 0], axis=0)
     np.testing.assert_allclose(out["beat"][..., 1], out["beat"][..., 0] - median, atol=1e-5)
-    assert out["rr"].shape == (out["kept"].sum(), 8) and np.all(out["rr"][:, :4] > 0)
+    assert out["rr"].shape == (out["kept"].sum(), 9) and np.all(out["rr"][:, :4] > 0)
 
 
 _RECORD_100: dict = {}

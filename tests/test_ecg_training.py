@@ -231,5 +231,5 @@ def test_training_without_a_validation_part_keeps_the_last_epoch(mitdb_dir, tmp_
     last, _ = load_model(run / "checkpoint.keras", ("ecg-beats",))
     best, _ = load_model(run / "model.keras", ("ecg-beats",))
     x = {"beat": np.random.default_rng(0).normal(size=(4, 126, 2)).astype("float32"),
-         "rr": np.ones((4, 8), "float32")}
+         "rr": np.ones((4, 9), "float32")}
     np.testing.assert_allclose(best.predict(x, verbose=0), last.predict(x, verbose=0))

@@ -42,7 +42,7 @@ class BeatConfig:
     lowpass: float = 40.0      # noise cut-off (Hz)
     local_beats: int = 10      # beats in the local RR average
     rr_seconds: bool = False   # also the four RR intervals in seconds (off: only their ratios)
-    rr_irregularity: bool = False  # a ninth RR feature: the local rhythm's irregularity
+    rr_irregularity: bool = True   # a ninth RR feature: the local rhythm's irregularity
 
     @classmethod
     def from_info(cls, beats: dict) -> BeatConfig:
