@@ -225,6 +225,7 @@ def test_training_without_a_validation_part_keeps_the_last_epoch(mitdb_dir, tmp_
     report = train_beats(config, db, mitdb_dir, run, quiet=True)
     assert report["val"] is None and report["test"]["n"] > 2000
     assert report["records"] == {"train": ["101", "106"], "test": ["118"]}
+    assert set(report["beats"]) == {"train", "test"} and report["beats"]["train"] > 3000
     assert report["epochs_run"] == report["best_epoch"] == 3
     assert not [k for k in report["history"] if k.startswith("val_")]
     assert "no validation part: the last epoch" in format_report(report)

@@ -316,7 +316,6 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     pred = {part: best.predict(_inputs(parts[part]), batch_size=1024, verbose=0).argmax(-1)
             for part in ("val", "test") if part in parts}
     records = {k: sorted(set(v["record"].tolist())) for k, v in parts.items()}
-    y = {k: v for k, v in y.items() if k in pred}
     report = _report(config, classes, weights, records, y, pred, checkpoint.state,
                      {"prepare": prep_seconds, "train": train_seconds})
     write_outputs(best, run_dir, info, report)
