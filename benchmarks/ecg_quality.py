@@ -1,7 +1,8 @@
 """AAMI EC57 quality of the beat classifiers under the inter-patient protocol (DS1 -> DS2).
 
 Trains the LSTM and the SimpleRNN baseline with the shipped defaults for several seeds
-(model selection on the patient-wise validation hold-out inside DS1 only), prints each run's
+(every choice made inside DS1: early stopping on the patient-wise validation hold-out, or with
+``--fixed-epochs`` a number of epochs from the DS1 cross-validation), prints each run's
 DS2 table side by side, the mean and spread over seeds, and checks the bars. Finished runs are
 reused (their report.json), so the script can be stopped and started again.
 
