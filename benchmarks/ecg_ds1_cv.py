@@ -16,6 +16,7 @@ other DS1 records as its validation part. Finished folds are reused from ``--run
 on all the other DS1 records for N epochs (no early stopping), its held-out records are scored
 after every epoch, and the pooled scores are printed per epoch (mean over ``--seeds``).
 
+``--rr-irregularity off`` leaves out the ninth RR feature (on in the shipped defaults).
 ``--rr relative`` (the default, ``BeatConfig.rr_seconds=False``) blanks the four RR intervals
 in seconds and keeps only their ratios to the patient's own rhythm; ``--rr all`` feeds both.
 """
@@ -46,13 +47,16 @@ def main() -> int:
     parser.add_argument("--class-weight-power", type=float, default=0.5)
     parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"))
     parser.add_argument("--rr", default="relative", choices=("all", "relative"),
-                        help="RR features: all 8, or only the 4 ratios")
-    parser.add_argument("--rr-irregularity", action="store_true",
-                        help="add the local rhythm's irregularity as an RR feature")
+                        help="RR features: intervals in seconds and ratios, or only the ratios")
+    parser.add_argument("--rr-irregularity", default="on", choices=("on", "off"),
+                        help="the local rhythm's irregularity as an RR feature (default on)")
     parser.add_argument("--runs-dir", default="runs/ds1_cv")
     parser.add_argument("--per-epoch", type=int, default=0, metavar="N",
                         help="train N epochs on all other DS1 records; score every epoch")
     args = parser.parse_args()
+    args.rr_irregularity = args.rr_irregularity == "on"
+    if args.per_epoch and args.per_epoch < 3:
+        parser.error("--per-epoch needs at least 3 epochs (the choice averages neighbours)")
     if args.per_epoch:
         return per_epoch(args)
 

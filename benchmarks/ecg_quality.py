@@ -56,7 +56,13 @@ def main() -> int:
         for seed in args.seeds:
             name = f"{model}-seed{seed}"
             run = Path(args.runs_dir) / name
-            if not (run / "report.json").is_file():
+            done = run / "report.json"
+            wanted = ([], fixed[model]) if model in fixed else (None, None)
+            if done.is_file() and wanted[0] is not None:  # a run of the other protocol
+                config = json.loads(done.read_text())["config"]
+                if (config["val_records"], config["epochs"]) != wanted:
+                    done.unlink()
+            if not done.is_file():
                 cmd = [sys.executable, "-m", "ecgcap.train_ecg", "--db", "mitdb", "--model", model,
                        "--seed", str(seed), "--runs-dir", args.runs_dir, "--name", name,
                        "--device", "cpu", "-q", "--overwrite"]

@@ -37,7 +37,7 @@ def _work(args: argparse.Namespace) -> int:
     setup_runtime(args)
     from ecgcap.ecg.api import locate_or_download
     from ecgcap.ecg.databases import get_database
-    from ecgcap.ecg.diagnostics import gradient_flow, model_for, plot_gradient_flow, real_batch
+    from ecgcap.ecg.diagnostics import batch_for, gradient_flow, model_for, plot_gradient_flow
     from ecgcap.runtime.files import atomic_write_json
 
     db = get_database(args.db)
@@ -47,11 +47,11 @@ def _work(args: argparse.Namespace) -> int:
 
         raise EcgcapError("exists and is not a folder", input=f"--out {out}")
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
-    inputs, y, mask = real_batch(db, db_dir, args.batch, args.steps, seed=args.seed)
     results = {}
     for spec in args.model:
         model, label = model_for(spec, db, bidirectional=not args.unidirectional,
                                  pooling=args.pooling)
+        inputs, y, mask = batch_for(spec, db, db_dir, args.batch, args.steps, seed=args.seed)
         results[label] = gradient_flow(model, inputs, y, mask)
     width = max(len(label) for label in results) + 2
     print(f"{'model':{width}}{'steps':>7}{'|g| step 1':>13}{'|g| middle':>13}{'|g| last':>13}")

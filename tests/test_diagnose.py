@@ -40,6 +40,22 @@ def test_diagnose_a_trained_beat_model_on_mitdb(mitdb_dir, tmp_path):
     assert r["layer"] == "bilstm1"
 
 
+def test_diagnose_an_older_beat_model_beside_a_new_one(mitdb_dir, tmp_path):
+    """A model saved before the irregularity feature (8 RR columns) gets its beats cut as it
+    was trained, beside today's untrained builder (9 columns)."""
+    from ecgcap.ecg.models import build_recurrent_classifier
+    from ecgcap.runtime.modelfile import save_model
+
+    old = build_recurrent_classifier("lstm", rr_features=8, conv_filters=(8,), units=8)
+    save_model(old, tmp_path / "old.keras", {"kind": "ecg-beats", "db": "mitdb", "cell": "lstm",
+                                             "classes": list("NSVFQ"), "beats": {"lead": "MLII"}})
+    out = run_module("ecgcap.diagnose", "--db", "mitdb", "--data-dir", str(mitdb_dir),
+                     "--model", str(tmp_path / "old.keras"), "lstm", "--batch", "4",
+                     "--out", str(tmp_path / "d"), "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(json.loads((tmp_path / "d" / "gradient_flow.json").read_text())["models"]) == 2
+
+
 def test_diagnose_refuses_a_model_for_another_database(cinc2017_dir, tmp_path):
     out = run_module("ecgcap.diagnose", "--data-dir", str(cinc2017_dir), "--model",
                      "models/mitdb_lstm_beats.keras", "--out", str(tmp_path), "--device", "cpu")

@@ -111,6 +111,7 @@ def test_rr_irregularity_is_the_ninth_feature(mitdb_dir):
     assert BeatConfig().rr_features == 9 and not BeatConfig.from_info({}).rr_irregularity
     config = BeatConfig(rr_irregularity=False)  # models saved before the setting
     assert config.rr_features == 8 and config.key() != BeatConfig().key()
+    assert config.key() == "c12a862b426f"  # the caches made before the setting stay valid
     plain = prepare_record(mitdb_dir / "100", get_database("mitdb"), config)
     extra = prepare_record(mitdb_dir / "100", get_database("mitdb"), BeatConfig())
     np.testing.assert_array_equal(extra["rr"][:, :8], plain["rr"])

@@ -234,3 +234,8 @@ def test_training_without_a_validation_part_keeps_the_last_epoch(mitdb_dir, tmp_
     x = {"beat": np.random.default_rng(0).normal(size=(4, 126, 2)).astype("float32"),
          "rr": np.ones((4, 9), "float32")}
     np.testing.assert_allclose(best.predict(x, verbose=0), last.predict(x, verbose=0))
+    with pytest.raises(EcgcapError, match="begun without validation records"):
+        train_beats(replace(config, val_records=("106",)), db, mitdb_dir, run, resume=True)
+    for other in (["--split", "random-beats"], ["--pipeline", "shards"]):
+        with pytest.raises(EcgcapError, match="inter-patient split, in memory"):
+            config_from_args(build_parser().parse_args(["--val-records", "none", *other]))

@@ -68,6 +68,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))
     if args.val_records and args.val_records.strip().lower() == "none":
+        if config.split != "inter-patient" or config.pipeline == "shards":
+            raise EcgcapError("training without validation records runs on the inter-patient "
+                              "split, in memory", input="--val-records none")
         config = dataclasses.replace(config, val_records=())
     elif args.val_records:
         config = dataclasses.replace(

@@ -26,6 +26,7 @@ from ecgcap.ecg.rhythm_training import RhythmTrainConfig
 from ecgcap.ecg.rhythm_training import build_model as build_rhythm_model
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.gradients import step_gradients, step_norms
+from ecgcap.runtime.modelfile import read_info
 
 
 def recurrent_layer(model: keras.Model) -> str:
@@ -63,12 +64,14 @@ def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: s
     return model, label
 
 
-def real_batch(db: Database, db_dir: str | os.PathLike, n: int, steps: int | None, seed: int = 0
+def real_batch(db: Database, db_dir: str | os.PathLike, n: int, steps: int | None, seed: int = 0,
+               beats: BeatConfig | None = None
                ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """``(inputs, labels, mask)`` for ``n`` real sequences, drawn with a fixed seed.
 
     cinc2017: the first ``steps`` samples (default 30 s) of recordings at least that long, in
-    turn from each label; mitdb: random beats of the first DS1 record.
+    turn from each label; mitdb: random beats of the first DS1 record, cut as ``beats`` says
+    (default: today's :class:`BeatConfig`; a saved model's own settings for a saved model).
     """
     rng = np.random.default_rng(seed)
     if db.task == "rhythm":
@@ -91,11 +94,21 @@ def real_batch(db: Database, db_dir: str | os.PathLike, n: int, steps: int | Non
             raise EcgcapError(f"no recording has {steps} samples", input=f"--steps {steps}")
         x, mask = pad_batch(signals)
         return {"signal": x, "mask": mask, "rr": np.stack(rrs)}, np.array(ys), mask
-    data = load_beats(db_dir, db, [db.split["train"][0]], BeatConfig(), quiet=True)
+    data = load_beats(db_dir, db, [db.split["train"][0]], beats or BeatConfig(), quiet=True)
     idx = np.sort(rng.choice(len(data["label"]), size=min(n, len(data["label"])), replace=False))
     y = np.array([db.classes.index(c) for c in data["label"][idx]])
     beat = data["beat"][idx]
     return {"beat": beat, "rr": data["rr"][idx]}, y, np.ones(beat.shape[:2], dtype=np.float32)
+
+
+def batch_for(spec: str, db: Database, db_dir: str | os.PathLike, n: int, steps: int | None,
+              seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """:func:`real_batch` for the model ``spec``: a saved beat model gets its beats cut as it
+    was trained (older models have fewer RR features)."""
+    beats = None
+    if db.task != "rhythm" and spec not in BUILDERS:
+        beats = BeatConfig.from_info(read_info(spec).get("beats", {}))
+    return real_batch(db, db_dir, n, steps, seed=seed, beats=beats)
 
 
 def gradient_flow(model: keras.Model, inputs: dict[str, np.ndarray], y: np.ndarray,

@@ -276,6 +276,11 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     ckpt, state_file = checkpoint_files(run_dir, resume=resume)  # refused before any work
     if resume:  # beats cut as the run began (a newer default must not change its inputs)
         config = replace(config, beats=BeatConfig.from_info(read_info(ckpt).get("beats", {})))
+        had_val = "val_macro_f1" in json.loads(state_file.read_text()).get("history", {})
+        if config.split == "inter-patient" and had_val != bool(config.val_records):
+            raise EcgcapError(f"the run was begun {'with' if had_val else 'without'} validation "
+                              "records; resume it with the same --val-records",
+                              input=str(run_dir))
     t0 = time.perf_counter()
     parts = prepare_split(db, db_dir, config, quiet)
     prep_seconds = time.perf_counter() - t0
