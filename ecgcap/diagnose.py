@@ -37,7 +37,13 @@ def _work(args: argparse.Namespace) -> int:
     setup_runtime(args)
     from ecgcap.ecg.api import locate_or_download
     from ecgcap.ecg.databases import get_database
-    from ecgcap.ecg.diagnostics import batch_for, gradient_flow, model_for, plot_gradient_flow
+    from ecgcap.ecg.diagnostics import (
+        beats_for,
+        gradient_flow,
+        model_for,
+        plot_gradient_flow,
+        real_batch,
+    )
     from ecgcap.runtime.files import atomic_write_json
 
     db = get_database(args.db)
@@ -47,11 +53,15 @@ def _work(args: argparse.Namespace) -> int:
 
         raise EcgcapError("exists and is not a folder", input=f"--out {out}")
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
-    results = {}
+    results, batches = {}, {}
     for spec in args.model:
         model, label = model_for(spec, db, bidirectional=not args.unidirectional,
                                  pooling=args.pooling)
-        inputs, y, mask = batch_for(spec, db, db_dir, args.batch, args.steps, seed=args.seed)
+        beats = beats_for(spec, db)  # one batch per way of cutting beats, shared by models
+        if beats not in batches:
+            batches[beats] = real_batch(db, db_dir, args.batch, args.steps, seed=args.seed,
+                                        beats=beats)
+        inputs, y, mask = batches[beats]
         results[label] = gradient_flow(model, inputs, y, mask)
     width = max(len(label) for label in results) + 2
     print(f"{'model':{width}}{'steps':>7}{'|g| step 1':>13}{'|g| middle':>13}{'|g| last':>13}")

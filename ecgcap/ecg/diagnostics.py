@@ -101,14 +101,12 @@ def real_batch(db: Database, db_dir: str | os.PathLike, n: int, steps: int | Non
     return {"beat": beat, "rr": data["rr"][idx]}, y, np.ones(beat.shape[:2], dtype=np.float32)
 
 
-def batch_for(spec: str, db: Database, db_dir: str | os.PathLike, n: int, steps: int | None,
-              seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """:func:`real_batch` for the model ``spec``: a saved beat model gets its beats cut as it
-    was trained (older models have fewer RR features)."""
-    beats = None
+def beats_for(spec: str, db: Database) -> BeatConfig | None:
+    """How :func:`real_batch` cuts beats for the model ``spec``: a saved beat model as it was
+    trained (older models have fewer RR features); ``None`` (today's settings) otherwise."""
     if db.task != "rhythm" and spec not in BUILDERS:
-        beats = BeatConfig.from_info(read_info(spec).get("beats", {}))
-    return real_batch(db, db_dir, n, steps, seed=seed, beats=beats)
+        return BeatConfig.from_info(read_info(spec).get("beats", {}))
+    return None
 
 
 def gradient_flow(model: keras.Model, inputs: dict[str, np.ndarray], y: np.ndarray,
