@@ -11,7 +11,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ecgcap.runtime.cli import make_parser, positive_float, positive_int, run, say, setup_runtime
+from ecgcap.runtime.cli import (
+    int_list,
+    make_parser,
+    positive_float,
+    positive_int,
+    run,
+    say,
+    setup_runtime,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-clip", action="store_true", help="turn gradient clipping off")
     parser.add_argument("--units", type=positive_int, default=64, help="units per recurrent layer")
     parser.add_argument("--layers", type=positive_int, default=1, help="recurrent layers")
+    parser.add_argument("--conv-filters", type=int_list, default=None, metavar="F,F,...",
+                        help="filters of the Conv1D + pooling blocks in front of the recurrent "
+                             "layers, one per block; default 32,32 (mitdb), "
+                             "32,32,64,64 (cinc2017)")
     parser.add_argument("--unidirectional", action="store_true",
                         help="one direction only (default: bidirectional)")
     parser.add_argument("--patience", type=positive_int, default=6,
                         help="early stopping: epochs without a better validation score "
                              "(macro-F1 for mitdb, challenge score for cinc2017)")
+    parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
+                        help="cinc2017: halve the learning rate after N epochs without a better "
+                             "validation score (Keras ReduceLROnPlateau); 0: constant")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="class weights = (inverse frequency)^power; 1 = balanced, 0 = none")
     parser.add_argument("--log-gradients", action="store_true",

@@ -168,3 +168,23 @@ def test_rhythm_trains_mirrored_over_two_logical_devices_from_shards(small_cinc2
     top = json.loads((runs / "m" / "report.json").read_text())
     assert set(top["folds"]) == {"2"} and (runs / "m" / "model.keras").is_file()
     assert not (runs / "m" / "fold2" / "backup").exists()
+
+
+def test_learning_rate_halves_after_epochs_without_a_better_validation_score():
+    import keras
+
+    from ecgcap.ecg.rhythm_training import lr_schedule
+
+    assert lr_schedule(RhythmTrainConfig(lr_patience=0)) == []
+    (plateau,) = lr_schedule(RhythmTrainConfig(lr_patience=2, learning_rate=1e-3))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    rates = []
+    for epoch, score in enumerate([0.5, 0.6, 0.6, 0.55, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]):
+        plateau.on_epoch_end(epoch, {"val_score": score})
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+    # halved after two epochs without a better score; never below 1/16 of the start
+    assert rates[:7] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4])
+    assert rates[-1] == pytest.approx(1e-3 / 16) and min(rates) >= 1e-3 / 16 - 1e-12

@@ -239,3 +239,25 @@ def test_training_without_a_validation_part_keeps_the_last_epoch(mitdb_dir, tmp_
     for other in (["--split", "random-beats"], ["--pipeline", "shards"]):
         with pytest.raises(EcgcapError, match="inter-patient split, in memory"):
             config_from_args(build_parser().parse_args(["--val-records", "none", *other]))
+
+
+def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
+    from ecgcap.ecg.api import config_from_args, rhythm_config_from_args
+    from ecgcap.ecg.rhythm_training import RhythmTrainConfig
+    from ecgcap.ecg.training import TrainConfig
+    from ecgcap.train_ecg import build_parser
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["--conv-filters", "16, 8"])).conv_filters == (16, 8)
+    assert rhythm_config_from_args(
+        parse(["--db", "cinc2017", "--conv-filters", "4,4,8"])).conv_filters == (4, 4, 8)
+    # left out: each task keeps its own default
+    assert config_from_args(parse([])).conv_filters == TrainConfig().conv_filters
+    assert (rhythm_config_from_args(parse(["--db", "cinc2017"])).conv_filters
+            == RhythmTrainConfig().conv_filters)
+    for bad, phrase in [("32,,64", "not a comma-separated list"), ("32,0", "must be 1 or more"),
+                        ("a", "not an integer")]:
+        result = run_module("ecgcap.train_ecg", "--conv-filters", bad, "--runs-dir",
+                            str(tmp_path / "r"), "--device", "cpu")
+        assert result.returncode == 2 and phrase in result.stderr, result.stderr
+        assert not (tmp_path / "r").exists()

@@ -29,7 +29,7 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
         units=args.units, recurrent_layers=args.layers, bidirectional=not args.unidirectional,
         patience=args.patience, class_weight_power=args.class_weight_power, seed=args.seed,
-        log_gradients=args.log_gradients)
+        log_gradients=args.log_gradients, conv_filters=args.conv_filters)
     return {k: v for k, v in options.items() if v is not None or k == "clipnorm"}
 
 
@@ -46,8 +46,13 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
         raise EcgcapError("--fold needs --folds", input=f"--fold {args.fold}")
     if args.fold is not None and args.fold > args.folds:
         raise EcgcapError(f"fold must be between 1 and {args.folds}", input=f"--fold {args.fold}")
+    extra = {}
+    if args.lr_patience is not None:
+        if args.lr_patience < 0:
+            raise EcgcapError("must be 0 or more", input=f"--lr-patience {args.lr_patience}")
+        extra["lr_patience"] = args.lr_patience
     return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold,
-                             pipeline=_pipeline(args))
+                             pipeline=_pipeline(args), **extra)
 
 
 def _pipeline(args: argparse.Namespace) -> str:
@@ -63,8 +68,9 @@ def _records(text: str, option: str) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from ``train_ecg``'s options."""
-    if args.folds or args.fold is not None:
-        raise EcgcapError("--folds and --fold apply to cinc2017 only", input=f"--db {args.db}")
+    if args.folds or args.fold is not None or args.lr_patience is not None:
+        raise EcgcapError("--folds, --fold and --lr-patience apply to cinc2017 only",
+                          input=f"--db {args.db}")
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))
     if args.val_records and args.val_records.strip().lower() == "none":

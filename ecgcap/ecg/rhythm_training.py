@@ -122,6 +122,8 @@ class RhythmTrainConfig:
     class_weight_power: float = 0.5
     augment: bool = True
     patience: int = 6
+    lr_patience: int = 0        # halve the learning rate after this many epochs without a
+                                # better validation score (0: constant learning rate)
     log_gradients: bool = False
     pipeline: str = "memory"    # or "shards": stream from shards (always when distributed)
     folds: int = 0              # 0: one split; k >= 2: k-fold cross-validation
@@ -186,6 +188,18 @@ class ValidationScore(keras.callbacks.Callback):
         report = evaluation.challenge_report(self.y, probs.argmax(-1), self.classes)
         if logs is not None:
             logs["val_score"] = float(report["score"] or 0.0)
+
+
+def lr_schedule(config: RhythmTrainConfig) -> list[keras.callbacks.Callback]:
+    """Keras' ``ReduceLROnPlateau`` on the validation score when ``config.lr_patience`` is set:
+    the learning rate halves (down to 1/16 of the start) after ``lr_patience`` epochs without a
+    better score. A resumed run keeps the learning rate it reached (it is saved with the
+    optimizer) and starts counting epochs without improvement afresh."""
+    if not config.lr_patience:
+        return []
+    return [keras.callbacks.ReduceLROnPlateau(
+        monitor="val_score", mode="max", factor=0.5, patience=config.lr_patience,
+        min_lr=config.learning_rate / 16, verbose=0)]
 
 
 def model_info(config: RhythmTrainConfig, db: Database) -> dict[str, Any]:
@@ -265,6 +279,7 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
         initial_epoch=checkpoint.state["epoch"], shuffle=False,
         callbacks=[StopOnSignal(), batches.callback(),
                    ValidationScore(val["signal"], val["rr"], y["val"], classes, config.rhythm),
+                   *lr_schedule(config),
                    *gradient_log(config.log_gradients, _fixed_batch(val, config),
                                  y["val"][:32]),
                    checkpoint],
@@ -461,6 +476,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
         callbacks=[StopOnSignal(),
                    ValidationScore(val["signal"], val["rr"], y["val"], classes, config.rhythm,
                                    distribution=dist),
+                   *lr_schedule(config),
                    checkpoint,
                    keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
         verbose=0 if quiet or not dist.is_chief else 2)

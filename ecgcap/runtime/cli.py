@@ -44,6 +44,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers >= 1, e.g. ``32,32,64,64``."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+    return tuple(positive_int(t) for t in parts)
+
+
 def positive_float(text: str) -> float:
     """argparse type: a number > 0."""
     try:
