@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conv-filters", type=int_list, default=None, metavar="F,F,...",
                         help="filters of the Conv1D + pooling blocks in front of the recurrent "
                              "layers, one per block; default 32,32 (mitdb), "
-                             "32,32,64,64 (cinc2017)")
+                             "32,32,64,64,128,128 (cinc2017)")
     parser.add_argument("--unidirectional", action="store_true",
                         help="one direction only (default: bidirectional)")
     parser.add_argument("--patience", type=positive_int, default=6,
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(macro-F1 for mitdb, challenge score for cinc2017)")
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
                         help="cinc2017: halve the learning rate after N epochs without a better "
-                             "validation score (Keras ReduceLROnPlateau); 0: constant")
+                             "validation score (Keras ReduceLROnPlateau; default 2); 0: constant")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="class weights = (inverse frequency)^power; 1 = balanced, 0 = none")
     parser.add_argument("--log-gradients", action="store_true",

@@ -113,7 +113,7 @@ class RhythmTrainConfig:
     units: int = 64
     recurrent_layers: int = 1
     bidirectional: bool = True
-    conv_filters: tuple[int, ...] = (32, 32, 64, 64)
+    conv_filters: tuple[int, ...] = (32, 32, 64, 64, 128, 128)
     kernel_size: int = 7
     pool_size: int = 2
     pooling: str = "mean-max"
@@ -122,7 +122,7 @@ class RhythmTrainConfig:
     class_weight_power: float = 0.5
     augment: bool = True
     patience: int = 6
-    lr_patience: int = 0        # halve the learning rate after this many epochs without a
+    lr_patience: int = 2        # halve the learning rate after this many epochs without a
                                 # better validation score (0: constant learning rate)
     log_gradients: bool = False
     pipeline: str = "memory"    # or "shards": stream from shards (always when distributed)
