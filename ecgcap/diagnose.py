@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecgcap.runtime.cli import make_parser, positive_int, run, say, setup_runtime
+from ecgcap.runtime.cli import int_list, make_parser, positive_int, run, say, setup_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untrained builders: one direction (default: bidirectional)")
     parser.add_argument("--pooling", choices=("mean-max", "last"), default="mean-max",
                         help="untrained builders: pooling over time (last: the final state only)")
+    parser.add_argument("--conv-filters", type=int_list, default=None, metavar="F,F,...",
+                        help="untrained cinc2017 builders: the Conv1D + pooling blocks in front "
+                             "(default: train_ecg's, 32,32,64,64,128,128; 32,32,64,64 gives "
+                             "282 steps for 30 s)")
     parser.add_argument("--out", default="runs/diagnose", metavar="DIR",
                         help="folder for gradient_flow.json and gradient_flow.png")
     return parser
@@ -56,7 +60,7 @@ def _work(args: argparse.Namespace) -> int:
     results, batches = {}, {}
     for spec in args.model:
         model, label = model_for(spec, db, bidirectional=not args.unidirectional,
-                                 pooling=args.pooling)
+                                 pooling=args.pooling, conv_filters=args.conv_filters)
         beats = beats_for(spec, db)  # one batch per way of cutting beats, shared by models
         if beats not in batches:
             batches[beats] = real_batch(db, db_dir, args.batch, args.steps, seed=args.seed,

@@ -12,6 +12,7 @@ from conftest import run_module
 def test_diagnose_on_real_cinc2017_recordings(cinc2017_dir, tmp_path):
     out = run_module("ecgcap.diagnose", "--data-dir", str(cinc2017_dir), "--batch", "3",
                      "--steps", "800", "--unidirectional", "--pooling", "last",
+                     "--conv-filters", "32,32,64,64",  # 4 blocks: 800 samples, 50 steps
                      "--out", str(tmp_path / "d"), "--device", "cpu")
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "d" / "gradient_flow.json").read_text())

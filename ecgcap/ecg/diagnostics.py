@@ -37,17 +37,20 @@ def recurrent_layer(model: keras.Model) -> str:
     raise EcgcapError("the model has no recurrent layer", input=model.name)
 
 
-def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: str = "mean-max"
-              ) -> tuple[keras.Model, str]:
+def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: str = "mean-max",
+              conv_filters: tuple[int, ...] | None = None) -> tuple[keras.Model, str]:
     """``lstm`` / ``simplernn`` (the untrained builder, seeded) or a ``.keras`` path.
 
-    ``bidirectional`` and ``pooling`` change the untrained builders only: one direction and the
-    last state leave the recurrence as the only path from the loss to early steps.
+    ``bidirectional``, ``pooling`` and ``conv_filters`` (rhythm only; ``None``: the training
+    default) change the untrained builders only: one direction and the last state leave the
+    recurrence as the only path from the loss to early steps.
     """
     if spec in BUILDERS:
         shape = f"{'bi' if bidirectional else 'uni'}, {pooling}"
         if db.task == "rhythm":
             config = RhythmTrainConfig(model=spec, bidirectional=bidirectional, pooling=pooling)
+            if conv_filters is not None:
+                config.conv_filters = tuple(conv_filters)
             return build_rhythm_model(config, len(db.classes)), f"{spec} ({shape}, untrained)"
         return BUILDERS[spec](input_length=BeatConfig().length, channels=BEAT_CHANNELS,
                               rr_features=BeatConfig().rr_features, classes=len(db.classes),
