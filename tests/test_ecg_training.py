@@ -261,3 +261,11 @@ def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
                             str(tmp_path / "r"), "--device", "cpu")
         assert result.returncode == 2 and phrase in result.stderr, result.stderr
         assert not (tmp_path / "r").exists()
+    for args, phrase in [(["--db", "cinc2017", "--lr-patience", "-1"],
+                          "--lr-patience -1: must be 0"),
+                         (["--lr-patience", "2"], "--lr-patience apply to cinc2017 only")]:
+        with pytest.raises(EcgcapError, match=phrase):
+            parsed = parse(args)
+            (rhythm_config_from_args if parsed.db == "cinc2017" else config_from_args)(parsed)
+    constant = rhythm_config_from_args(parse(["--db", "cinc2017", "--lr-patience", "0"]))
+    assert constant.lr_patience == 0
