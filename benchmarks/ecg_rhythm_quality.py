@@ -1,14 +1,18 @@
 """CinC 2017 rhythm quality: LSTM and SimpleRNN side by side under 5-fold cross-validation.
 
-Each model is trained with the shipped defaults on every fold (stratified by label, fixed
-seed; early stopping and checkpoint selection on a validation part carved out of the training
-folds, never on the test fold), and scored on its test fold. Prints the per-fold challenge
-scores, their mean and spread, per-class F1, the pooled confusion matrix and training times,
-and checks the bar. Finished folds are reused, so the script can be stopped and started again.
+Each model is trained with the shipped defaults on every fold, once per seed (the folds are
+the same for every seed: stratified by label with a fixed split seed; early stopping and
+checkpoint selection on a validation part carved out of the training folds, never on the test
+fold), and scored on its test fold. With more than one seed, each fold's seed models are also
+averaged into one ensemble (mean probabilities,
+:func:`ecgcap.ecg.rhythm_training.ensemble_rhythm_runs`); the ensembles are the headline and
+carry the bar. Prints the per-fold validation and test challenge scores, their mean and
+spread, per-class F1, the pooled confusion matrix and training times, and checks the bars.
+Finished folds are reused, so the script can be stopped and started again.
 
-    ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--folds 5] [--ship]
+    ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--seeds 0 1] [--ship]
 
-``--ship`` copies the LSTM fold model with the best *validation* score to models/.
+``--ship`` copies the headline LSTM's fold model with the best *validation* score to models/.
 """
 
 from __future__ import annotations
@@ -30,68 +34,116 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["lstm", "simplernn"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--runs-dir", default="runs/ecg_rhythm_quality")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--ship", action="store_true")
     args = parser.parse_args()
 
-    reports: dict[str, dict] = {}
+    runs: dict[str, dict] = {}      # "lstm-seed0" -> report
+    headline: dict[str, dict] = {}  # "lstm" -> the ensemble's report (or the one seed's)
     for model in args.models:
-        run = Path(args.runs_dir) / model
-        done = run / "report.json"
-        if not (done.is_file() and len(json.loads(done.read_text()).get("folds", {}))
-                == args.folds):
-            cmd = [sys.executable, "-m", "ecgcap.train_ecg", "--db", "cinc2017", "--model", model,
-                   "--folds", str(args.folds), "--runs-dir", args.runs_dir, "--name", model,
-                   "--device", "cpu", "-q"]
-            cmd += ["--resume"] if run.is_dir() else []
-            cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-            print("running:", " ".join(cmd[1:]), flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        reports[model] = json.loads(done.read_text())
+        for seed in args.seeds:
+            runs[f"{model}-seed{seed}"] = finished_run(args, model, seed)
+        if len(args.seeds) == 1:
+            headline[model] = runs[f"{model}-seed{args.seeds[0]}"]
+            continue
+        members = [Path(args.runs_dir) / f"{model}-seed{s}" for s in args.seeds]
+        headline[model] = ensemble(members, Path(args.runs_dir) / f"{model}-ensemble", args)
+    what = "ensemble of seeds " + ", ".join(map(str, args.seeds)) if len(args.seeds) > 1 \
+        else f"seed {args.seeds[0]}"
 
-    print(f"\nCinC 2017 ({args.folds}-fold cross-validation over the shared subset), test folds "
-          "pooled:\n")
-    print(side_by_side({m: r["test"] for m, r in reports.items()}))
-    print("\nper fold, test challenge score (mean F1 of N, A, O):")
-    print(f"{'fold':12}" + "".join(f"{m:>22}" for m in args.models))
+    print(f"\nCinC 2017 ({args.folds}-fold cross-validation over the shared subset), "
+          f"{what}, test folds pooled:\n")
+    print(side_by_side({m: r["test"] for m, r in headline.items()}))
+    print("\nper fold, challenge score (mean F1 of N, A, O), validation | test:")
+    columns = {**{f"{m}-ens": r for m, r in headline.items() if len(args.seeds) > 1}, **runs}
+    print(f"{'fold':6}" + "".join(f"{c:>18}" for c in columns))
     for k in map(str, range(1, args.folds + 1)):
-        print(f"{k:12}" + "".join(f"{reports[m]['folds'][k]['test_score']:>22.3f}"
-                                  for m in args.models))
+        print(f"{k:6}" + "".join(f"{r['folds'][k]['val_score']:>10.3f} |"
+                                 f"{r['folds'][k]['test_score']:>6.3f}"
+                                 for r in columns.values()))
+    print(f"{'mean':6}" + "".join(
+        f"{statistics.mean(f['val_score'] for f in r['folds'].values()):>10.3f} |"
+        f"{r['test_score']['mean']:>6.3f}" for r in columns.values()))
+
     means = {}
-    print("\nmean +- std over folds:")
+    print(f"\nmean +- std over folds ({what}):")
+    print(f"{'':12}" + "".join(f"{m:>22}" for m in args.models))
     for label, key in [("score", None), *((f"F1 {c}", c) for c in "NAO~")]:
         cells = []
         for m in args.models:
-            s = reports[m]["test_score"] if key is None else reports[m]["test_f1"][key]
+            s = headline[m]["test_score"] if key is None else headline[m]["test_f1"][key]
             means[(m, label)] = s["mean"]
             cells.append(f"{s['mean']:.3f} +- {s['std']:.3f}")
         print(f"{label:12}" + "".join(f"{c:>22}" for c in cells))
     for m in args.models:
-        folds = reports[m]["folds"].values()
-        secs = [f["train_seconds"] for f in folds]
-        epochs = [f"{f['best_epoch']}/{f['epochs_run']}" for f in folds]
-        print(f"{m}: training per fold {statistics.mean(secs) / 60:.1f} min (max "
-              f"{max(secs) / 60:.1f}); best/run epochs {' '.join(epochs)}")
-        print(format_confusion(reports[m]["test"]))
+        for seed in args.seeds:
+            folds = runs[f"{m}-seed{seed}"]["folds"].values()
+            secs = [f["train_seconds"] for f in folds]
+            epochs = [f"{f['best_epoch']}/{f['epochs_run']}" for f in folds]
+            print(f"{m} seed {seed}: training per fold {statistics.mean(secs) / 60:.1f} min "
+                  f"(max {max(secs) / 60:.1f}); best/run epochs {' '.join(epochs)}")
+        print(format_confusion(headline[m]["test"]))
 
     if "lstm" in args.models:
         score = means[("lstm", "score")]
-        print(f"\nbar: LSTM mean challenge score {score:.3f} >= {BAR:.2f}: "
+        print(f"\nbar: LSTM ({what}) mean challenge score {score:.3f} >= {BAR:.2f}: "
               f"{'PASS' if score >= BAR else 'FAIL'}")
         if "simplernn" in args.models:
             other = means[("simplernn", "score")]
-            print(f"LSTM {score:.3f} vs SimpleRNN {other:.3f}: "
+            print(f"LSTM {score:.3f} vs SimpleRNN {other:.3f} ({what} each): "
                   f"{'PASS' if score > other else 'FAIL'}")
+            for seed in args.seeds if len(args.seeds) > 1 else []:
+                a = runs[f"lstm-seed{seed}"]["test_score"]["mean"]
+                b = runs[f"simplernn-seed{seed}"]["test_score"]["mean"]
+                print(f"  seed {seed} alone: LSTM {a:.3f} vs SimpleRNN {b:.3f}: "
+                      f"{'PASS' if a > b else 'FAIL'}")
     if args.ship:
-        run = Path(args.runs_dir) / "lstm"
-        best = reports["lstm"]["best_fold"]
+        best = headline["lstm"]["best_fold"]
+        folder = Path(args.runs_dir) / ("lstm-ensemble" if len(args.seeds) > 1
+                                        else f"lstm-seed{args.seeds[0]}")
         target = Path("models/cinc2017_lstm_rhythm.keras")
-        shutil.copy(run / f"fold{best}" / "model.keras", target)
-        shutil.copy(run / "report.json", Path("models/cinc2017_lstm_rhythm.report.json"))
-        print(f"\nshipped fold {best} (best validation score "
-              f"{reports['lstm']['folds'][str(best)]['val_score']:.3f}) as {target}")
+        shutil.copy(folder / f"fold{best}" / "model.keras", target)
+        shutil.copy(folder / "report.json", Path("models/cinc2017_lstm_rhythm.report.json"))
+        print(f"\nshipped fold {best} of {folder} (best validation score "
+              f"{headline['lstm']['folds'][str(best)]['val_score']:.3f}) as {target}")
     return 0
+
+
+def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
+    """The report of ``model`` trained from ``seed`` on every fold, training what is missing."""
+    name = f"{model}-seed{seed}"
+    run = Path(args.runs_dir) / name
+    done = run / "report.json"
+    if not (done.is_file() and len(json.loads(done.read_text()).get("folds", {}))
+            == args.folds):
+        cmd = [sys.executable, "-m", "ecgcap.train_ecg", "--db", "cinc2017", "--model", model,
+               "--folds", str(args.folds), "--seed", str(seed), "--runs-dir", args.runs_dir,
+               "--name", name, "--device", "cpu", "-q"]
+        cmd += ["--resume"] if run.is_dir() else []
+        cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+        print("running:", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(done.read_text())
+
+
+def ensemble(members: list[Path], folder: Path, args: argparse.Namespace) -> dict:
+    """The fold-by-fold ensemble of ``members``, rebuilt when missing or older than them."""
+    report = folder / "report.json"
+    if report.is_file() and json.loads(report.read_text()).get("members") == \
+            [str(m) for m in members] and all(
+            (m / "report.json").stat().st_mtime <= report.stat().st_mtime for m in members):
+        return json.loads(report.read_text())
+    from ecgcap.ecg.api import locate_or_download
+    from ecgcap.ecg.databases import get_database
+    from ecgcap.ecg.rhythm_training import ensemble_rhythm_runs
+    from ecgcap.runtime.device import configure_device
+
+    configure_device("cpu")
+    print(f"averaging {', '.join(map(str, members))} into {folder}", flush=True)
+    return ensemble_rhythm_runs(members, get_database("cinc2017"),
+                                locate_or_download("cinc2017", args.data_dir), folder)
 
 
 if __name__ == "__main__":

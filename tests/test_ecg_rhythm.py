@@ -103,6 +103,27 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
                           str(run / "model.keras"), "--format", "wfdb", "--device", "cpu")
     assert wfdb_fmt.returncode == 2 and "rhythm model labels whole records" in wfdb_fmt.stderr
 
+    # an ensemble of a run with itself is that run, fold by fold, in one loadable file per fold
+    from ecgcap.ecg.databases import get_database
+    from ecgcap.ecg.rhythm_training import ensemble_rhythm_runs
+
+    ens = ensemble_rhythm_runs([run, run], get_database("cinc2017"), small_cinc2017,
+                               tmp_path / "ens")
+    report = json.loads((run / "report.json").read_text())
+    assert ens["member_seeds"] == [0, 0] and ens["best_fold"] == report["best_fold"]
+    for k, fold in report["folds"].items():
+        assert ens["folds"][k]["test_score"] == pytest.approx(fold["test_score"], abs=1e-6)
+        assert ens["folds"][k]["val_score"] == pytest.approx(fold["val_score"], abs=1e-6)
+    assert ens["test"]["confusion"] == report["test"]["confusion"]
+    both = run_module("ecgcap.classify_ecg", records[0], "--model",
+                      str(tmp_path / "ens" / "model.keras"), "--format", "json", "--device", "cpu")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert json.loads(both.stdout)[0]["probabilities"] == results[0]["probabilities"]
+    with pytest.raises(EcgcapError, match="finished k-fold runs"):
+        ensemble_rhythm_runs([run, run / "fold1"], get_database("cinc2017"), small_cinc2017,
+                             tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
 
 def test_rhythm_options_are_checked(small_cinc2017, mitdb_dir, tmp_path):
     bad = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir", str(small_cinc2017),

@@ -47,7 +47,7 @@ from ecgcap.runtime.checkpoint import (
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 from ecgcap.runtime.files import atomic_write_json
-from ecgcap.runtime.modelfile import load_model
+from ecgcap.runtime.modelfile import load_model, save_model
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 
@@ -295,16 +295,17 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
         "history": checkpoint.state["history"],
         "seconds": {"train": round(train_seconds, 1)},
     }
-    _score(best, {part: parts[part] for part in ("val", "test")}, y, config, classes, report)
+    _score(best, {part: parts[part] for part in ("val", "test")}, y, config.rhythm, classes,
+           report)
     write_outputs(best, run_dir, info, report)
     return report
 
 
 def _score(best: keras.Model, parts: dict[str, dict[str, Any]], y: dict[str, np.ndarray],
-           config: RhythmTrainConfig, classes: tuple[str, ...], report: dict[str, Any]) -> None:
+           rhythm: RhythmConfig, classes: tuple[str, ...], report: dict[str, Any]) -> None:
     """Challenge scores and predicted labels of ``parts`` (signals and rr) into ``report``."""
     for part, p in parts.items():
-        probs = predict_recordings(best, p["signal"], p["rr"], config.rhythm)
+        probs = predict_recordings(best, p["signal"], p["rr"], rhythm)
         report[part] = evaluation.challenge_report(y[part], probs.argmax(-1), classes)
         report[f"{part}_predictions"] = [classes[i] for i in probs.argmax(-1)]
 
@@ -362,14 +363,16 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
     return _folds_report(config, db, fold_reports, data, run_dir, prep_seconds)
 
 
-def _folds_report(config: RhythmTrainConfig, db: Database, fold_reports: dict[int, Any],
-                  data: dict[str, Any], run_dir: Path, prep_seconds: float) -> dict[str, Any]:
+def _folds_report(config: RhythmTrainConfig | dict[str, Any], db: Database,
+                  fold_reports: dict[int, Any], data: dict[str, Any], run_dir: Path,
+                  prep_seconds: float, **extra: Any) -> dict[str, Any]:
     """The top-level report of a cross-validation run (written with the best fold's model)."""
     ref = [c for r in fold_reports.values() for c in _labels_of(r, data, "test")]
     pred = [c for r in fold_reports.values() for c in r["test_predictions"]]
     best_fold = max(fold_reports, key=lambda k: fold_reports[k]["val"]["score"] or 0.0)
     report = {
-        "config": _config_json(config),
+        **extra,
+        "config": config if isinstance(config, dict) else _config_json(config),
         "classes": list(db.classes),
         "folds": {str(k): {"test_score": r["test"]["score"], "f1_noise": r["test"]["f1_noise"],
                            "val_score": r["val"]["score"], "best_epoch": r["best_epoch"],
@@ -389,6 +392,80 @@ def _folds_report(config: RhythmTrainConfig, db: Database, fold_reports: dict[in
     atomic_write_json(run_dir / "report.json", report)
     plots.plot_confusion(report["test"], run_dir / "confusion.png")
     return report
+
+
+def ensemble_rhythm_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, out_dir: Path,
+                         *, quiet: bool = True) -> dict[str, Any]:
+    """Average finished k-fold rhythm runs ``run_dirs`` (e.g. one configuration trained from
+    several seeds, each fold model's epoch chosen on its validation records) fold by fold into
+    one model per fold (:func:`ecgcap.ecg.models.build_ensemble`); score each on its fold's
+    validation and test records and write ``out_dir`` laid out like a k-fold run: ``foldK/``,
+    the top-level ``report.json`` and ``model.keras`` (the fold with the best validation
+    score). The runs must share their folds, records and rhythm settings."""
+    from ecgcap.ecg.models import build_ensemble
+
+    names = ", ".join(str(r) for r in run_dirs)
+    if not run_dirs:
+        raise EcgcapError("an ensemble needs at least one run", input="(no runs)")
+    reports = []
+    for r in run_dirs:
+        path = Path(r) / "report.json"
+        if not path.is_file():
+            raise EcgcapError("not a finished run (no report.json)", input=str(r))
+        reports.append(json.loads(path.read_text()))
+    first = reports[0]
+    if any("folds" not in r or len(r["folds"]) != r["config"]["folds"] for r in reports):
+        raise EcgcapError("an ensemble is built from finished k-fold runs (every fold done)",
+                          input=names)
+    same = ("fold_records",)
+    if any(r[k] != first[k] for r in reports for k in same) or \
+            any(r["config"]["rhythm"] != first["config"]["rhythm"] for r in reports):
+        raise EcgcapError("runs of an ensemble must share their folds and rhythm settings",
+                          input=names)
+    rhythm = RhythmConfig(**first["config"]["rhythm"])
+    t0 = time.perf_counter()
+    data = load_recordings(db_dir, db, io.list_records(db_dir), rhythm, quiet=quiet)
+    prep_seconds = time.perf_counter() - t0
+    by_record = {r: i for i, r in enumerate(data["record"].tolist())}
+    missing = sorted({r for part in first["fold_records"].values() for v in part.values()
+                      for r in v} - set(by_record))
+    if missing:
+        raise EcgcapError(f"{len(missing)} records of the runs are not in the data folder "
+                          f"(first: {missing[0]})", input=str(db_dir))
+    classes = tuple(first["classes"])
+    out_dir = Path(out_dir)
+    fold_reports = {}
+    for k in sorted(first["folds"], key=int):
+        loaded = [load_model(Path(r) / f"fold{k}" / "model.keras", (RHYTHM_MODEL,))
+                  for r in run_dirs]
+        info = {**loaded[0][1], "ensemble": len(run_dirs)}
+        model = build_ensemble([m for m, _ in loaded])
+        members = [json.loads((Path(r) / f"fold{k}" / "report.json").read_text())
+                   for r in run_dirs]
+        records = first["fold_records"][k]
+        parts = {p: _subset(data, np.array([by_record[r] for r in records[p]], dtype=np.int64))
+                 for p in ("val", "test")}
+        y = {p: np.array([classes.index(c) for c in v["label"]]) for p, v in parts.items()}
+        report: dict[str, Any] = {
+            "config": first["config"], "classes": list(classes), "records": records,
+            "members": [str(r) for r in run_dirs],
+            "member_seeds": [r["config"]["seed"] for r in reports],
+            "best_epoch": [m["best_epoch"] for m in members],
+            "epochs_run": [m["epochs_run"] for m in members],
+            "seconds": {"train": round(sum(m["seconds"]["train"] for m in members), 1)}}
+        _score(model, parts, y, rhythm, classes, report)
+        fold_dir = out_dir / f"fold{k}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        save_model(model, fold_dir / "model.keras", info)
+        atomic_write_json(fold_dir / "report.json", report)
+        plots.plot_confusion(report["test"], fold_dir / "confusion.png")
+        fold_reports[int(k)] = report
+        if not quiet:
+            print(f"fold {k}: validation {report['val']['score']:.3f}, test "
+                  f"{report['test']['score']:.3f}", flush=True)
+    return _folds_report(first["config"], db, fold_reports, data, out_dir, prep_seconds,
+                         members=[str(r) for r in run_dirs],
+                         member_seeds=[r["config"]["seed"] for r in reports])
 
 
 def recording_stream(shards: ShardSet, subset: np.ndarray, classes: Sequence[str],
@@ -497,7 +574,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
     with no_distribution():
         best, _ = load_model(part_dir / "best.keras", (RHYTHM_MODEL,))
         _score(best, {"val": val, "test": shards.take(split["test"], ("signal", "rr"))}, y,
-               config, classes, report)
+               config.rhythm, classes, report)
     write_outputs(best, part_dir, info, report)
     if config.folds:
         return _folds_report(config, db, {config.fold: report}, data, run_dir, prep_seconds)
