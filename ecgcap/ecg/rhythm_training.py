@@ -417,9 +417,8 @@ def ensemble_rhythm_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, o
     if any("folds" not in r or len(r["folds"]) != r["config"]["folds"] for r in reports):
         raise EcgcapError("an ensemble is built from finished k-fold runs (every fold done)",
                           input=names)
-    same = ("fold_records",)
-    if any(r[k] != first[k] for r in reports for k in same) or \
-            any(r["config"]["rhythm"] != first["config"]["rhythm"] for r in reports):
+    if any(r["fold_records"] != first["fold_records"]
+           or r["config"]["rhythm"] != first["config"]["rhythm"] for r in reports):
         raise EcgcapError("runs of an ensemble must share their folds and rhythm settings",
                           input=names)
     rhythm = RhythmConfig(**first["config"]["rhythm"])
@@ -433,6 +432,8 @@ def ensemble_rhythm_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, o
         raise EcgcapError(f"{len(missing)} records of the runs are not in the data folder "
                           f"(first: {missing[0]})", input=str(db_dir))
     classes = tuple(first["classes"])
+    about = {"members": [str(r) for r in run_dirs],
+             "member_seeds": [r["config"]["seed"] for r in reports]}
     out_dir = Path(out_dir)
     fold_reports = {}
     for k in sorted(first["folds"], key=int):
@@ -447,9 +448,7 @@ def ensemble_rhythm_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, o
                  for p in ("val", "test")}
         y = {p: np.array([classes.index(c) for c in v["label"]]) for p, v in parts.items()}
         report: dict[str, Any] = {
-            "config": first["config"], "classes": list(classes), "records": records,
-            "members": [str(r) for r in run_dirs],
-            "member_seeds": [r["config"]["seed"] for r in reports],
+            **about, "config": first["config"], "classes": list(classes), "records": records,
             "best_epoch": [m["best_epoch"] for m in members],
             "epochs_run": [m["epochs_run"] for m in members],
             "seconds": {"train": round(sum(m["seconds"]["train"] for m in members), 1)}}
@@ -464,8 +463,7 @@ def ensemble_rhythm_runs(run_dirs: Sequence[Path], db: Database, db_dir: Path, o
             print(f"fold {k}: validation {report['val']['score']:.3f}, test "
                   f"{report['test']['score']:.3f}", flush=True)
     return _folds_report(first["config"], db, fold_reports, data, out_dir, prep_seconds,
-                         members=[str(r) for r in run_dirs],
-                         member_seeds=[r["config"]["seed"] for r in reports])
+                         **about)
 
 
 def recording_stream(shards: ShardSet, subset: np.ndarray, classes: Sequence[str],
