@@ -10,7 +10,8 @@ every seed and ensemble is scored beside it. Prints the per-fold validation and 
 scores, their mean and spread, per-class F1, the pooled confusion matrix and training times,
 and checks the bars. Finished folds are reused, so the script can be stopped and started again.
 
-    ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--seeds 0 1] [--ship]
+    ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--seeds 0 1] \
+        [--layers N] [--ship]
 
 ``--ship`` copies the first seed's LSTM fold model with the best *validation* score to models/.
 """
@@ -37,6 +38,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs-dir", default="runs/ecg_rhythm_quality")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="recurrent layers for every model (default: train_ecg's)")
     parser.add_argument("--ship", action="store_true")
     args = parser.parse_args()
 
@@ -120,6 +123,7 @@ def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
                "--folds", str(args.folds), "--seed", str(seed), "--runs-dir", args.runs_dir,
                "--name", name, "--device", "cpu", "-q"]
         cmd += ["--resume"] if run.is_dir() else []
+        cmd += ["--layers", str(args.layers)] if args.layers else []
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
