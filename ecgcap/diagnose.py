@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untrained cinc2017 builders: the Conv1D + pooling blocks in front "
                              "(default: train_ecg's, 32,32,64,64,128,128; 32,32,64,64 gives "
                              "282 steps for 30 s)")
+    parser.add_argument("--layers", type=positive_int, default=None,
+                        help="untrained cinc2017 builders: recurrent layers (default: "
+                             "train_ecg's, 2; the gradients are those of the first)")
     parser.add_argument("--out", default="runs/diagnose", metavar="DIR",
                         help="folder for gradient_flow.json and gradient_flow.png")
     return parser
@@ -60,7 +63,8 @@ def _work(args: argparse.Namespace) -> int:
     results, batches = {}, {}
     for spec in args.model:
         model, label = model_for(spec, db, bidirectional=not args.unidirectional,
-                                 pooling=args.pooling, conv_filters=args.conv_filters)
+                                 pooling=args.pooling, conv_filters=args.conv_filters,
+                                 recurrent_layers=args.layers)
         beats = beats_for(spec, db)  # one batch per way of cutting beats, shared by models
         if beats not in batches:
             batches[beats] = real_batch(db, db_dir, args.batch, args.steps, seed=args.seed,

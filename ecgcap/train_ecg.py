@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gradient clipping by norm")
     parser.add_argument("--no-clip", action="store_true", help="turn gradient clipping off")
     parser.add_argument("--units", type=positive_int, default=64, help="units per recurrent layer")
-    parser.add_argument("--layers", type=positive_int, default=1, help="recurrent layers")
+    parser.add_argument("--layers", type=positive_int, default=None,
+                        help="recurrent layers; default 1 (mitdb), 2 (cinc2017)")
     parser.add_argument("--conv-filters", type=int_list, default=None, metavar="F,F,...",
                         help="filters of the Conv1D + pooling blocks in front of the recurrent "
                              "layers, one per block; default 32,32 (mitdb), "

@@ -255,6 +255,11 @@ def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
     assert config_from_args(parse([])).conv_filters == TrainConfig().conv_filters
     assert (rhythm_config_from_args(parse(["--db", "cinc2017"])).conv_filters
             == RhythmTrainConfig().conv_filters)
+    # recurrent layers: one for beats, two for rhythm unless --layers says otherwise
+    assert config_from_args(parse([])).recurrent_layers == 1
+    assert rhythm_config_from_args(parse(["--db", "cinc2017"])).recurrent_layers == 2
+    assert rhythm_config_from_args(parse(["--db", "cinc2017", "--layers", "1"])
+                                   ).recurrent_layers == 1
     for bad, phrase in [("32,,64", "not a comma-separated list"), ("32,0", "must be 1 or more"),
                         ("a", "not an integer")]:
         result = run_module("ecgcap.train_ecg", "--conv-filters", bad, "--runs-dir",

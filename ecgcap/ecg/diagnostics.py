@@ -38,12 +38,14 @@ def recurrent_layer(model: keras.Model) -> str:
 
 
 def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: str = "mean-max",
-              conv_filters: tuple[int, ...] | None = None) -> tuple[keras.Model, str]:
+              conv_filters: tuple[int, ...] | None = None,
+              recurrent_layers: int | None = None) -> tuple[keras.Model, str]:
     """``lstm`` / ``simplernn`` (the untrained builder, seeded) or a ``.keras`` path.
 
-    ``bidirectional``, ``pooling`` and ``conv_filters`` (rhythm only; ``None``: the training
-    default) change the untrained builders only: one direction and the last state leave the
-    recurrence as the only path from the loss to early steps.
+    ``bidirectional``, ``pooling``, ``conv_filters`` and ``recurrent_layers`` (the last two
+    rhythm only; ``None``: the training default) change the untrained builders only: one
+    direction and the last state leave the recurrence as the only path from the loss to early
+    steps.
     """
     if spec in BUILDERS:
         shape = f"{'bi' if bidirectional else 'uni'}, {pooling}"
@@ -51,6 +53,8 @@ def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: s
             config = RhythmTrainConfig(model=spec, bidirectional=bidirectional, pooling=pooling)
             if conv_filters is not None:
                 config.conv_filters = tuple(conv_filters)
+            if recurrent_layers is not None:
+                config.recurrent_layers = recurrent_layers
             return build_rhythm_model(config, len(db.classes)), f"{spec} ({shape}, untrained)"
         return BUILDERS[spec](input_length=BeatConfig().length, channels=BEAT_CHANNELS,
                               rr_features=BeatConfig().rr_features, classes=len(db.classes),

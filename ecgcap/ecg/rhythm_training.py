@@ -111,7 +111,7 @@ class RhythmTrainConfig:
     learning_rate: float = 1e-3
     clipnorm: float | None = 1.0
     units: int = 64
-    recurrent_layers: int = 1
+    recurrent_layers: int = 2
     bidirectional: bool = True
     conv_filters: tuple[int, ...] = (32, 32, 64, 64, 128, 128)
     kernel_size: int = 7
