@@ -87,6 +87,21 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     fold1 = json.loads((run / "fold1" / "report.json").read_text())
     assert fold1["epochs_run"] == 2                                # finished fold reused
 
+    # a checkpoint is never continued under other model options (here one layer instead of two)
+    (run / "fold2" / "report.json").unlink()
+    before = (run / "fold2" / "checkpoint.keras").read_bytes()
+    other = run_module("ecgcap.train_ecg", *args[:-6], "--epochs", "4", "--layers", "1",
+                       "--runs-dir", str(runs), "--name", "cv", "--device", "cpu", "--resume")
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert other.stderr.strip().splitlines()[-1].endswith(
+        "the checkpoint's model differs from the one these options build; resume with the "
+        "options the run began with (--layers, --units, --conv-filters, ...)"), other.stderr
+    assert (run / "fold2" / "checkpoint.keras").read_bytes() == before
+    assert not (run / "fold2" / "report.json").exists()
+    resumed = run_module("ecgcap.train_ecg", *args[:-6], "--epochs", "3", "--runs-dir",
+                         str(runs), "--name", "cv", "--device", "cpu", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
     records = [str(small_cinc2017 / r) for r in ("A00001", io.list_records(small_cinc2017)[-1])]
     out = run_module("ecgcap.classify_ecg", *records, "--model", str(run / "model.keras"),
                      "--format", "json", "--device", "cpu")

@@ -39,6 +39,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    check_same_model,
     checkpoint_files,
     fit_resumable,
     gradient_log,
@@ -255,6 +256,7 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
     ckpt, state_file = run_dir / "checkpoint.keras", run_dir / "state.json"
     if resume and ckpt.is_file() and state_file.is_file():
         model, _ = load_model(ckpt, (RHYTHM_MODEL,))
+        check_same_model(model, build_model(config, len(classes)), ckpt)
         state = json.loads(state_file.read_text())
     else:
         keras.utils.set_random_seed(config.seed)

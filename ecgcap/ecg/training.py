@@ -33,6 +33,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    check_same_model,
     checkpoint_files,
     fit_resumable,
     gradient_log,
@@ -289,6 +290,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     state = None
     if resume:
         model, _ = load_model(ckpt, (BEAT_MODEL,))
+        check_same_model(model, build_model(config, len(classes)), ckpt)
         state = json.loads(state_file.read_text())
     else:
         model = build_model(config, len(classes))

@@ -175,6 +175,20 @@ def checkpoint_files(run_dir: Path, *, resume: bool) -> tuple[Path, Path]:
     return ckpt, state_file
 
 
+def check_same_model(resumed: keras.Model, configured: keras.Model, ckpt: Path) -> None:
+    """Refuse (exit 2) to resume ``ckpt`` when its weights do not fit the model the options
+    describe, e.g. a run begun with ``--layers 1`` resumed under a default of 2."""
+    from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
+
+    def shapes(model: keras.Model) -> list[tuple[int, ...]]:
+        return [tuple(w.shape) for w in model.weights]
+
+    if shapes(resumed) != shapes(configured):
+        raise EcgcapError("the checkpoint's model differs from the one these options build; "
+                          "resume with the options the run began with (--layers, --units, "
+                          "--conv-filters, ...)", input=str(ckpt), exit_code=EXIT_USAGE)
+
+
 def backup_epoch(backup_dir: Path) -> int:
     """Epochs finished according to ``keras.callbacks.BackupAndRestore``'s files (0: none)."""
     meta = Path(backup_dir) / "training_metadata.json"
