@@ -11,7 +11,7 @@ scores, their mean and spread, per-class F1, the pooled confusion matrix and tra
 and checks the bars. Finished folds are reused, so the script can be stopped and started again.
 
     ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--seeds 0 1] \
-        [--layers N] [--ship]
+        [--layers N] [--epochs N] [--patience N] [--ship]
 
 ``--ship`` copies the first seed's LSTM fold model with the best *validation* score to models/.
 """
@@ -40,6 +40,10 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--layers", type=int, default=None,
                         help="recurrent layers for every model (default: train_ecg's)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="maximum epochs for every model (default: train_ecg's)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early-stopping patience for every model (default: train_ecg's)")
     parser.add_argument("--ship", action="store_true")
     args = parser.parse_args()
 
@@ -123,7 +127,9 @@ def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
                "--folds", str(args.folds), "--seed", str(seed), "--runs-dir", args.runs_dir,
                "--name", name, "--device", "cpu", "-q"]
         cmd += ["--resume"] if run.is_dir() else []
-        cmd += ["--layers", str(args.layers)] if args.layers else []
+        for option in ("layers", "epochs", "patience"):
+            value = getattr(args, option)
+            cmd += [f"--{option}", str(value)] if value else []
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
