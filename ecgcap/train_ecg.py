@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "default 0: one stratified 70/10/20 train/validation/test split")
     parser.add_argument("--fold", type=positive_int, default=None,
                         help="cinc2017 with --folds: train and test only this fold (1..k)")
-    parser.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="maximum epochs; default 30 (mitdb), 40 (cinc2017)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="default 256 beats (mitdb), 32 recordings (cinc2017)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
@@ -62,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "32,32,64,64,128,128 (cinc2017)")
     parser.add_argument("--unidirectional", action="store_true",
                         help="one direction only (default: bidirectional)")
-    parser.add_argument("--patience", type=positive_int, default=6,
+    parser.add_argument("--patience", type=positive_int, default=None,
                         help="early stopping: epochs without a better validation score "
-                             "(macro-F1 for mitdb, challenge score for cinc2017)")
+                             "(macro-F1 for mitdb, challenge score for cinc2017); "
+                             "default 6 (mitdb), 10 (cinc2017)")
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
                         help="cinc2017: halve the learning rate after N epochs without a better "
                              "validation score (Keras ReduceLROnPlateau; default 2); 0: constant")

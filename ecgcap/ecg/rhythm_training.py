@@ -107,7 +107,7 @@ class RhythmTrainConfig:
 
     db: str = "cinc2017"
     model: str = "lstm"
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-3
     clipnorm: float | None = 1.0
@@ -122,7 +122,7 @@ class RhythmTrainConfig:
     dropout: float = 0.3
     class_weight_power: float = 0.5
     augment: bool = True
-    patience: int = 6
+    patience: int = 10          # more than the 8 epochs the learning rate needs to reach its floor
     lr_patience: int = 2        # halve the learning rate after this many epochs without a
                                 # better validation score (0: constant learning rate)
     log_gradients: bool = False
