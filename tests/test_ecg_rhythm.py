@@ -85,7 +85,13 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     fold2 = json.loads((run / "fold2" / "report.json").read_text())
     assert fold2["epochs_run"] == 3 and len(fold2["history"]["loss"]) == 3
     fold1 = json.loads((run / "fold1" / "report.json").read_text())
-    assert fold1["epochs_run"] == 2                                # finished fold reused
+    assert fold1["epochs_run"] == 3       # a finished fold continues when --epochs is raised
+    assert len(fold1["history"]["loss"]) == 3
+    stamp = (run / "fold1" / "report.json").stat().st_mtime_ns
+    again = run_module("ecgcap.train_ecg", *args[:-6], "--epochs", "3", "--runs-dir",
+                       str(runs), "--name", "cv", "--device", "cpu", "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (run / "fold1" / "report.json").stat().st_mtime_ns == stamp  # over: reused
 
     # a checkpoint is never continued under other model options (here one layer instead of two)
     (run / "fold2" / "report.json").unlink()

@@ -355,7 +355,7 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
     for k in wanted:
         fold_dir = run_dir / f"fold{k}"
         done = fold_dir / "report.json"
-        if resume and done.is_file() and (fold_dir / "model.keras").is_file():
+        if resume and done.is_file() and _fold_is_over(fold_dir, config):
             fold_reports[k] = json.loads(done.read_text())
             continue
         if not quiet:
@@ -363,6 +363,17 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
         fold_reports[k] = train_part(config, db, data, splits[k - 1], fold_dir,
                                      resume=resume, quiet=quiet)
     return _folds_report(config, db, fold_reports, data, run_dir, prep_seconds)
+
+
+def _fold_is_over(fold_dir: Path, config: RhythmTrainConfig) -> bool:
+    """Whether a finished fold stays finished under ``config``: its model is written and its
+    last checkpoint has reached ``config.epochs`` or spent ``config.patience``. A fold
+    resumed with more epochs or more patience continues from that checkpoint instead."""
+    state_file = fold_dir / "state.json"
+    if not (fold_dir / "model.keras").is_file() or not state_file.is_file():
+        return (fold_dir / "model.keras").is_file()
+    state = json.loads(state_file.read_text())
+    return state["epoch"] >= config.epochs or state["wait"] >= config.patience
 
 
 def _folds_report(config: RhythmTrainConfig | dict[str, Any], db: Database,
