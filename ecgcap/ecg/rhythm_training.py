@@ -370,8 +370,10 @@ def _fold_is_over(fold_dir: Path, config: RhythmTrainConfig) -> bool:
     last checkpoint has reached ``config.epochs`` or spent ``config.patience``. A fold
     resumed with more epochs or more patience continues from that checkpoint instead."""
     state_file = fold_dir / "state.json"
-    if not (fold_dir / "model.keras").is_file() or not state_file.is_file():
-        return (fold_dir / "model.keras").is_file()
+    if not (fold_dir / "model.keras").is_file():
+        return False
+    if not state_file.is_file():
+        return True
     state = json.loads(state_file.read_text())
     return state["epoch"] >= config.epochs or state["wait"] >= config.patience
 
