@@ -223,3 +223,26 @@ def test_run_folder_that_is_not_writable_is_refused(tmp_path, monkeypatch):
     with pytest.raises(EcgcapError, match="run folder is not writable") as err:
         make_run_dir("r", tmp_path / "runs")
     assert err.value.exit_code == EXIT_USAGE
+
+
+def test_shipped_model_file_leaves_the_optimizer_out(tmp_path):
+    """``without_optimizer``: same predictions, no Adam moments in the file (a third the size)."""
+    import keras
+
+    from ecgcap.runtime.modelfile import load_model, save_model, without_optimizer
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(256, activation="relu")(inputs)
+    hidden = keras.layers.Dense(256, activation="relu")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).standard_normal((32, 8)), np.arange(32) % 3
+    model.fit(x, y, epochs=1, verbose=0)
+    save_model(model, tmp_path / "checkpoint.keras", {"kind": "test"})
+    save_model(without_optimizer(model), tmp_path / "model.keras", {"kind": "test"})
+    shipped, info = load_model(tmp_path / "model.keras", ("test",))
+    assert info == {"kind": "test"} and getattr(shipped, "optimizer", None) is None
+    np.testing.assert_array_equal(shipped.predict(x, verbose=0), model.predict(x, verbose=0))
+    sizes = {name: (tmp_path / name).stat().st_size for name in ("model.keras", "checkpoint.keras")}
+    assert sizes["model.keras"] < 0.5 * sizes["checkpoint.keras"], sizes

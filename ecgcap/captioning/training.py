@@ -40,7 +40,7 @@ from ecgcap.runtime.checkpoint import (
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
-from ecgcap.runtime.modelfile import load_model, save_model
+from ecgcap.runtime.modelfile import load_model, save_model, without_optimizer
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 CAPTION_MODEL = "caption"
@@ -398,14 +398,6 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     save_model(without_optimizer(best), run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", result)
     return result
-
-
-def without_optimizer(model: keras.Model) -> keras.Model:
-    """An uncompiled copy with the same weights: the file to ship, a third the size of a
-    checkpoint (which also holds Adam's two moments per weight)."""
-    copy = model.__class__.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 class _WordsOnly:

@@ -42,7 +42,7 @@ from ecgcap.runtime.checkpoint import (
 from ecgcap.runtime.distribute import Distribution, no_distribution
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
-from ecgcap.runtime.modelfile import load_model, read_info, save_model
+from ecgcap.runtime.modelfile import load_model, read_info, save_model, without_optimizer
 from ecgcap.runtime.shards import ShardSet, steps_per_epoch, stream
 
 # Patient-wise validation hold-out inside DS1: five records that hold S, V and F beats
@@ -243,8 +243,9 @@ def _report(config: TrainConfig, classes: Sequence[str], weights: dict[int, floa
 
 def write_outputs(best: keras.Model, run_dir: Path, info: dict[str, Any],
                   report: dict[str, Any]) -> None:
-    """A finished run's ``model.keras``, ``report.json`` and plots (both ECG tasks)."""
-    save_model(best, run_dir / "model.keras", info)
+    """A finished run's ``model.keras`` (without the optimizer: the file to ship),
+    ``report.json`` and plots (both ECG tasks)."""
+    save_model(without_optimizer(best), run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", report)
     plots.plot_confusion(report["test"], run_dir / "confusion.png")
     plots.plot_learning_curves(report["history"], run_dir / "learning_curves.png")
