@@ -44,6 +44,8 @@ def main() -> int:
                         help="maximum epochs for every model (default: train_ecg's)")
     parser.add_argument("--patience", type=int, default=None,
                         help="early-stopping patience for every model (default: train_ecg's)")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="weight-average momentum for every model (default: train_ecg's)")
     parser.add_argument("--ship", action="store_true")
     args = parser.parse_args()
 
@@ -127,9 +129,9 @@ def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
                "--folds", str(args.folds), "--seed", str(seed), "--runs-dir", args.runs_dir,
                "--name", name, "--device", "cpu", "-q"]
         cmd += ["--resume"] if run.is_dir() else []
-        for option in ("layers", "epochs", "patience"):
+        for option in ("layers", "epochs", "patience", "ema"):
             value = getattr(args, option)
-            cmd += [f"--{option}", str(value)] if value else []
+            cmd += [f"--{option}", str(value)] if value is not None else []
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
                         help="cinc2017: halve the learning rate after N epochs without a better "
                              "validation score (Keras ReduceLROnPlateau; default 2); 0: constant")
+    parser.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
+                        help="cinc2017: validate, select and ship the exponential moving "
+                             "average of the weights with this momentum (Keras Adam use_ema, "
+                             "e.g. 0.99); 0: the raw weights (default)")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="class weights = (inverse frequency)^power; 1 = balanced, 0 = none")
     parser.add_argument("--log-gradients", action="store_true",

@@ -51,6 +51,10 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
         if args.lr_patience < 0:
             raise EcgcapError("must be 0 or more", input=f"--lr-patience {args.lr_patience}")
         extra["lr_patience"] = args.lr_patience
+    if args.ema is not None:
+        if not 0 <= args.ema < 1:
+            raise EcgcapError("must be in [0, 1)", input=f"--ema {args.ema}")
+        extra["ema_momentum"] = args.ema
     return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold,
                              pipeline=_pipeline(args), **extra)
 
@@ -68,8 +72,8 @@ def _records(text: str, option: str) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from ``train_ecg``'s options."""
-    if args.folds or args.fold is not None or args.lr_patience is not None:
-        raise EcgcapError("--folds, --fold and --lr-patience apply to cinc2017 only",
+    if args.folds or args.fold is not None or args.lr_patience is not None or args.ema is not None:
+        raise EcgcapError("--folds, --fold, --lr-patience and --ema apply to cinc2017 only",
                           input=f"--db {args.db}")
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))

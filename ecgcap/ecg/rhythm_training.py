@@ -125,6 +125,8 @@ class RhythmTrainConfig:
     patience: int = 10          # more than the 8 epochs the learning rate needs to reach its floor
     lr_patience: int = 2        # halve the learning rate after this many epochs without a
                                 # better validation score (0: constant learning rate)
+    ema_momentum: float = 0.0   # > 0: validate, select and ship the exponential moving average
+                                # of the weights (Keras' Adam use_ema); 0: the raw weights
     log_gradients: bool = False
     pipeline: str = "memory"    # or "shards": stream from shards (always when distributed)
     folds: int = 0              # 0: one split; k >= 2: k-fold cross-validation
@@ -203,6 +205,22 @@ def lr_schedule(config: RhythmTrainConfig) -> list[keras.callbacks.Callback]:
         min_lr=config.learning_rate / 16, verbose=0)]
 
 
+def make_optimizer(config: RhythmTrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with gradient clipping and, with ``config.ema_momentum``, an exponential moving
+    average of the weights (Keras' ``use_ema``; see :func:`ema_swap`)."""
+    return keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm,
+                                 use_ema=config.ema_momentum > 0,
+                                 ema_momentum=config.ema_momentum or 0.99)
+
+
+def ema_swap(config: RhythmTrainConfig) -> list[keras.callbacks.Callback]:
+    """With ``config.ema_momentum``: Keras' ``SwapEMAWeights``, which puts the averaged
+    weights into the model at every epoch's end, so the callbacks after it (validation score,
+    learning-rate schedule, checkpoints) score, select and save the average; the raw weights
+    come back for the next epoch. A resumed run continues from the saved (averaged) weights."""
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []
+
+
 def model_info(config: RhythmTrainConfig, db: Database) -> dict[str, Any]:
     """What inference needs to know about a rhythm model, stored inside its .keras file."""
     return {"kind": RHYTHM_MODEL, "db": db.name, "classes": list(db.classes),
@@ -263,8 +281,7 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
         model = build_model(config, len(classes))
         if config.hrv:
             model.get_layer("rr_norm").adapt(parts["train"]["rr"])
-        optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+        model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     info = model_info(config, db)
     checkpoint = Checkpoint(run_dir, info, monitor="val_score", patience=config.patience,
@@ -279,7 +296,7 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
     train_seconds = fit_resumable(
         model, batches, checkpoint, run_dir, epochs=config.epochs,
         initial_epoch=checkpoint.state["epoch"], shuffle=False,
-        callbacks=[StopOnSignal(), batches.callback(),
+        callbacks=[StopOnSignal(), batches.callback(), *ema_swap(config),
                    ValidationScore(val["signal"], val["rr"], y["val"], classes, config.rhythm),
                    *lr_schedule(config),
                    *gradient_log(config.log_gradients, _fixed_batch(val, config),
@@ -549,9 +566,8 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
         model = build_model(config, len(classes))
         if config.hrv:
             model.get_layer("rr_norm").adapt(shards.column("rr")[split["train"]])
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate,
-                                                      clipnorm=config.clipnorm),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
     example = next(iter(recording_stream(shards, split["train"], classes, weights, config,
                                          Distribution()).take(1)))
     dist.prepare_fit(model, tuple(tf_to_numpy(part) for part in example))
@@ -563,7 +579,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
                                 first_epoch),
         checkpoint, part_dir, epochs=config.epochs, initial_epoch=first_epoch, shuffle=False,
         steps_per_epoch=steps_per_epoch(len(split["train"]), config.batch_size),
-        callbacks=[StopOnSignal(),
+        callbacks=[StopOnSignal(), *ema_swap(config),
                    ValidationScore(val["signal"], val["rr"], y["val"], classes, config.rhythm,
                                    distribution=dist),
                    *lr_schedule(config),
