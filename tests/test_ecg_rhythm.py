@@ -230,3 +230,48 @@ def test_learning_rate_halves_after_epochs_without_a_better_validation_score():
     # halved after two epochs without a better score; never below 1/16 of the start
     assert rates[:7] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4])
     assert rates[-1] == pytest.approx(1e-3 / 16) and min(rates) >= 1e-3 / 16 - 1e-12
+
+
+def test_weight_average_is_what_the_epoch_end_callbacks_see_and_training_continues_raw():
+    import keras
+
+    from ecgcap.ecg.rhythm_training import ema_swap, make_optimizer
+
+    assert ema_swap(RhythmTrainConfig(ema_momentum=0.0)) == []
+    assert not make_optimizer(RhythmTrainConfig(ema_momentum=0.0)).use_ema
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.normal(size=(20, 1)).astype("float32")
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batch_end, self.epoch_begin, self.epoch_end = [], [], []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batch_end.append(self.model.get_weights()[0].copy())
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_begin.append(self.model.get_weights()[0].copy())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_end.append(self.model.get_weights()[0].copy())
+
+    def fit(momentum: float) -> Record:
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        config = RhythmTrainConfig(ema_momentum=momentum, learning_rate=0.1)
+        model.compile(optimizer=make_optimizer(config), loss="mse")
+        record = Record()
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[*ema_swap(config), record])
+        return record
+
+    raw, averaged = fit(0.0), fit(0.9)
+    # the raw weights follow the same path with or without the average (5 steps per epoch)
+    np.testing.assert_allclose(averaged.batch_end, raw.batch_end, rtol=1e-5, atol=1e-6)
+    ema = raw.batch_end[0]              # Keras starts the average at the first step's weights
+    for w in raw.batch_end[1:5]:
+        ema = 0.9 * ema + 0.1 * w
+    np.testing.assert_allclose(averaged.epoch_end[0], ema, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(averaged.epoch_end[0], raw.epoch_end[0], atol=1e-3)
+    np.testing.assert_allclose(averaged.epoch_begin[1], raw.batch_end[4], rtol=1e-5, atol=1e-6)
