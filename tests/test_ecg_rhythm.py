@@ -200,12 +200,16 @@ def test_rhythm_trains_mirrored_over_two_logical_devices_from_shards(small_cinc2
     result = run_module("ecgcap.train_ecg", "--db", "cinc2017", "--data-dir", str(small_cinc2017),
                         "--folds", "2", "--fold", "2", "--epochs", "2", "--units", "8",
                         "--batch-size", "8", "--distribute", "mirrored", "--replicas", "2",
-                        "--runs-dir", str(runs), "--name", "m", "--device", "cpu")
+                        "--ema", "0.9", "--runs-dir", str(runs), "--name", "m", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "global batch 8 = 2 x 4 per replica" in result.stderr
     fold = json.loads((runs / "m" / "fold2" / "report.json").read_text())
     assert fold["distribution"]["replicas"] == 2 and fold["epochs_run"] == 2
     assert fold["test"]["n"] == 20 and len(fold["history"]["val_score"]) == 2
+    # the saved model is the weight average that was validated and chosen (--ema)
+    assert fold["config"]["ema_momentum"] == 0.9
+    chosen = fold["history"]["val_score"][fold["best_epoch"] - 1]
+    assert fold["val"]["score"] == pytest.approx(chosen)
     assert not set(fold["records"]["test"]) & set(fold["records"]["train"])
     top = json.loads((runs / "m" / "report.json").read_text())
     assert set(top["folds"]) == {"2"} and (runs / "m" / "model.keras").is_file()
