@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
                         help="cinc2017: halve the learning rate after N epochs without a better "
                              "validation score (Keras ReduceLROnPlateau; default 2); 0: constant")
+    parser.add_argument("--schedule", default=None, choices=("plateau", "cosine"),
+                        help="cinc2017: learning-rate schedule; plateau (default): halve it "
+                             "when the validation score stalls (--lr-patience); cosine: half a "
+                             "cosine down to 1/16 over --epochs (Keras LearningRateScheduler)")
     parser.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
                         help="cinc2017: validate, select and ship the exponential moving "
                              "average of the weights with this momentum (Keras Adam use_ema, "

@@ -236,6 +236,31 @@ def test_learning_rate_halves_after_epochs_without_a_better_validation_score():
     assert rates[-1] == pytest.approx(1e-3 / 16) and min(rates) >= 1e-3 / 16 - 1e-12
 
 
+def test_cosine_schedule_falls_from_the_start_to_a_sixteenth_at_the_last_epoch():
+    import keras
+
+    from ecgcap.ecg.rhythm_training import cosine_learning_rate, lr_schedule
+
+    config = RhythmTrainConfig(schedule="cosine", epochs=5, learning_rate=1e-3, lr_patience=2)
+    (scheduler,) = lr_schedule(config)
+    assert isinstance(scheduler, keras.callbacks.LearningRateScheduler)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    scheduler.set_model(model)
+    rates = []
+    for epoch in range(6):              # whatever the validation score does
+        scheduler.on_epoch_begin(epoch)
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+    # by hand: 1/16 + 15/16 * (1 + cos(pi * e / 4)) / 2, times 1e-3
+    half = 1 / 16 + 15 / 16 * 0.5
+    assert rates == pytest.approx([1e-3, (1 / 16 + 15 / 16 * (1 + 0.5 ** 0.5) / 2) * 1e-3,
+                                   half * 1e-3, (1 / 16 + 15 / 16 * (1 - 0.5 ** 0.5) / 2) * 1e-3,
+                                   1e-3 / 16, 1e-3 / 16], rel=1e-6)
+    assert cosine_learning_rate(0, 1, 2.0) == 2.0
+    with pytest.raises(EcgcapError, match="--schedule step: unknown schedule"):
+        lr_schedule(RhythmTrainConfig(schedule="step"))
+
+
 def test_weight_average_is_what_the_epoch_end_callbacks_see_and_training_continues_raw():
     import keras
 

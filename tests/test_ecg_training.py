@@ -276,7 +276,7 @@ def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
         assert not (tmp_path / "r").exists()
     for args, phrase in [(["--db", "cinc2017", "--lr-patience", "-1"],
                           "--lr-patience -1: must be 0"),
-                         (["--lr-patience", "2"], "--lr-patience and --ema apply to cinc2017 only"),
+                         (["--lr-patience", "2"], "--schedule and --ema apply to cinc2017 only"),
                          (["--db", "cinc2017", "--ema", "1"], "--ema 1.0: must be in")]:
         with pytest.raises(EcgcapError, match=phrase):
             parsed = parse(args)

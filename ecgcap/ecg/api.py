@@ -55,6 +55,8 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
         if not 0 <= args.ema < 1:
             raise EcgcapError("must be in [0, 1)", input=f"--ema {args.ema}")
         extra["ema_momentum"] = args.ema
+    if args.schedule is not None:
+        extra["schedule"] = args.schedule
     return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold,
                              pipeline=_pipeline(args), **extra)
 
@@ -72,8 +74,10 @@ def _records(text: str, option: str) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from ``train_ecg``'s options."""
-    if args.folds or args.fold is not None or args.lr_patience is not None or args.ema is not None:
-        raise EcgcapError("--folds, --fold, --lr-patience and --ema apply to cinc2017 only",
+    if (args.folds or args.fold is not None or args.lr_patience is not None
+            or args.ema is not None or args.schedule is not None):
+        raise EcgcapError("--folds, --fold, --lr-patience, --schedule and --ema apply to "
+                          "cinc2017 only",
                           input=f"--db {args.db}")
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))

@@ -11,6 +11,7 @@ on its test records only. Nothing is ever chosen on test records.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -125,6 +126,8 @@ class RhythmTrainConfig:
     patience: int = 10          # more than the 8 epochs the learning rate needs to reach its floor
     lr_patience: int = 2        # halve the learning rate after this many epochs without a
                                 # better validation score (0: constant learning rate)
+    schedule: str = "plateau"   # or "cosine": from learning_rate down to 1/16 of it over the
+                                # epochs, whatever the validation score (lr_patience unused)
     ema_momentum: float = 0.0   # > 0: validate, select and ship the exponential moving average
                                 # of the weights (Keras' Adam use_ema); 0: the raw weights
     log_gradients: bool = False
@@ -194,15 +197,34 @@ class ValidationScore(keras.callbacks.Callback):
 
 
 def lr_schedule(config: RhythmTrainConfig) -> list[keras.callbacks.Callback]:
-    """Keras' ``ReduceLROnPlateau`` on the validation score when ``config.lr_patience`` is set:
-    the learning rate halves (down to 1/16 of the start) after ``lr_patience`` epochs without a
-    better score. A resumed run keeps the learning rate it reached (it is saved with the
-    optimizer) and starts counting epochs without improvement afresh."""
+    """The learning-rate schedule, as Keras callbacks.
+
+    ``schedule="plateau"``: Keras' ``ReduceLROnPlateau`` on the validation score when
+    ``config.lr_patience`` is set: the learning rate halves (down to 1/16 of the start) after
+    ``lr_patience`` epochs without a better score. A resumed run keeps the learning rate it
+    reached (it is saved with the optimizer) and starts counting epochs without improvement
+    afresh. ``schedule="cosine"``: Keras' ``LearningRateScheduler`` with
+    :func:`cosine_learning_rate`, set at each epoch's start from the epoch number alone (so a
+    resumed run is on the same curve).
+    """
+    if config.schedule == "cosine":
+        return [keras.callbacks.LearningRateScheduler(
+            lambda epoch: cosine_learning_rate(epoch, config.epochs, config.learning_rate))]
+    if config.schedule != "plateau":
+        raise EcgcapError("unknown schedule; choose plateau or cosine",
+                          input=f"--schedule {config.schedule}")
     if not config.lr_patience:
         return []
     return [keras.callbacks.ReduceLROnPlateau(
         monitor="val_score", mode="max", factor=0.5, patience=config.lr_patience,
         min_lr=config.learning_rate / 16, verbose=0)]
+
+
+def cosine_learning_rate(epoch: int, epochs: int, start: float, floor: float = 1 / 16) -> float:
+    """Half a cosine from ``start`` at epoch 0 down to ``start * floor`` at the last epoch
+    (``epochs - 1``, counted from 0); epochs after it stay at the floor."""
+    progress = min(epoch / max(epochs - 1, 1), 1.0)
+    return start * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(config: RhythmTrainConfig) -> keras.optimizers.Optimizer:
