@@ -48,6 +48,8 @@ def main() -> int:
                         help="weight-average momentum for every model (default: train_ecg's)")
     parser.add_argument("--schedule", default=None, choices=("plateau", "cosine"),
                         help="learning-rate schedule for every model (default: train_ecg's)")
+    parser.add_argument("--crop-seconds", type=float, default=None,
+                        help="crop length for every model (default: train_ecg's)")
     parser.add_argument("--ship", action="store_true")
     args = parser.parse_args()
 
@@ -131,9 +133,9 @@ def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
                "--folds", str(args.folds), "--seed", str(seed), "--runs-dir", args.runs_dir,
                "--name", name, "--device", "cpu", "-q"]
         cmd += ["--resume"] if run.is_dir() else []
-        for option in ("layers", "epochs", "patience", "ema", "schedule"):
+        for option in ("layers", "epochs", "patience", "ema", "schedule", "crop_seconds"):
             value = getattr(args, option)
-            cmd += [f"--{option}", str(value)] if value is not None else []
+            cmd += [f"--{option.replace('_', '-')}", str(value)] if value is not None else []
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         print("running:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

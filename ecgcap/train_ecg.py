@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cinc2017: learning-rate schedule; plateau (default): halve it "
                              "when the validation score stalls (--lr-patience); cosine: half a "
                              "cosine down to 1/16 over --epochs (Keras LearningRateScheduler)")
+    parser.add_argument("--crop-seconds", type=positive_float, default=None, metavar="S",
+                        help="cinc2017: the window the model sees: one random S-second crop per "
+                             "recording and epoch in training, S-second crops every S/2 "
+                             "seconds averaged in evaluation and inference (default 30)")
     parser.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
                         help="cinc2017: validate, select and ship the exponential moving "
                              "average of the weights with this momentum (Keras Adam use_ema, "

@@ -243,6 +243,7 @@ def test_training_without_a_validation_part_keeps_the_last_epoch(mitdb_dir, tmp_
 
 def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
     from ecgcap.ecg.api import config_from_args, rhythm_config_from_args
+    from ecgcap.ecg.recordings import RhythmConfig
     from ecgcap.ecg.rhythm_training import RhythmTrainConfig
     from ecgcap.ecg.training import TrainConfig
     from ecgcap.train_ecg import build_parser
@@ -276,10 +277,16 @@ def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
         assert not (tmp_path / "r").exists()
     for args, phrase in [(["--db", "cinc2017", "--lr-patience", "-1"],
                           "--lr-patience -1: must be 0"),
-                         (["--lr-patience", "2"], "--schedule and --ema apply to cinc2017 only"),
-                         (["--db", "cinc2017", "--ema", "1"], "--ema 1.0: must be in")]:
+                         (["--lr-patience", "2"],
+                          "--crop-seconds and --ema apply to cinc2017 only"),
+                         (["--db", "cinc2017", "--ema", "1"], "--ema 1.0: must be in"),
+                         (["--db", "cinc2017", "--crop-seconds", "4"],
+                          "--crop-seconds 4: must be at least 5 s")]:
         with pytest.raises(EcgcapError, match=phrase):
             parsed = parse(args)
             (rhythm_config_from_args if parsed.db == "cinc2017" else config_from_args)(parsed)
     constant = rhythm_config_from_args(parse(["--db", "cinc2017", "--lr-patience", "0"]))
     assert constant.lr_patience == 0
+    short = rhythm_config_from_args(parse(["--db", "cinc2017", "--crop-seconds", "20"]))
+    assert (short.rhythm.crop, short.rhythm.stride, short.rhythm.fs) == (3000, 1500, 150.0)
+    assert short.rhythm.key() == RhythmConfig().key()     # the prepared-recording cache is shared

@@ -10,6 +10,7 @@ from typing import Any
 
 from ecgcap.ecg import evaluation
 from ecgcap.ecg.databases import get_database
+from ecgcap.ecg.recordings import RhythmConfig
 from ecgcap.ecg.rhythm_training import RhythmTrainConfig, train_rhythm
 from ecgcap.ecg.training import TrainConfig, train_beats
 from ecgcap.runtime.cli import finish_worker, tidy_on_failure, training_run_dir
@@ -57,6 +58,12 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
         extra["ema_momentum"] = args.ema
     if args.schedule is not None:
         extra["schedule"] = args.schedule
+    if args.crop_seconds is not None:
+        if args.crop_seconds < RhythmConfig.min_seconds:
+            raise EcgcapError(f"must be at least {RhythmConfig.min_seconds:g} s, the shortest "
+                              "recording accepted", input=f"--crop-seconds {args.crop_seconds:g}")
+        extra["rhythm"] = RhythmConfig(crop_seconds=args.crop_seconds,  # overlapping by half
+                                       stride_seconds=args.crop_seconds / 2)
     return RhythmTrainConfig(**_common_options(args), folds=args.folds, fold=args.fold,
                              pipeline=_pipeline(args), **extra)
 
@@ -75,9 +82,10 @@ def _records(text: str, option: str) -> tuple[str, ...]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A :class:`TrainConfig` from ``train_ecg``'s options."""
     if (args.folds or args.fold is not None or args.lr_patience is not None
-            or args.ema is not None or args.schedule is not None):
-        raise EcgcapError("--folds, --fold, --lr-patience, --schedule and --ema apply to "
-                          "cinc2017 only",
+            or args.ema is not None or args.schedule is not None
+            or args.crop_seconds is not None):
+        raise EcgcapError("--folds, --fold, --lr-patience, --schedule, --crop-seconds and --ema "
+                          "apply to cinc2017 only",
                           input=f"--db {args.db}")
     config = TrainConfig(**_common_options(args), split=args.split,
                          pipeline=_pipeline(args))
