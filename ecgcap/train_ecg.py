@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", type=positive_int, default=None,
                         help="cinc2017 with --folds: train and test only this fold (1..k)")
     parser.add_argument("--epochs", type=positive_int, default=None,
-                        help="maximum epochs; default 30 (mitdb), 40 (cinc2017)")
+                        help="maximum epochs; default 30 (mitdb and cinc2017)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="default 256 beats (mitdb), 32 recordings (cinc2017)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
@@ -66,14 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="early stopping: epochs without a better validation score "
                              "(macro-F1 for mitdb, challenge score for cinc2017); "
-                             "default 6 (mitdb), 10 (cinc2017)")
+                             "default 6 (mitdb), 30 (cinc2017: the cosine schedule runs to "
+                             "its end)")
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
-                        help="cinc2017: halve the learning rate after N epochs without a better "
-                             "validation score (Keras ReduceLROnPlateau; default 2); 0: constant")
+                        help="cinc2017 with --schedule plateau: halve the learning rate after N "
+                             "epochs without a better validation score (Keras "
+                             "ReduceLROnPlateau; default 2); 0: constant")
     parser.add_argument("--schedule", default=None, choices=("plateau", "cosine"),
-                        help="cinc2017: learning-rate schedule; plateau (default): halve it "
-                             "when the validation score stalls (--lr-patience); cosine: half a "
-                             "cosine down to 1/16 over --epochs (Keras LearningRateScheduler)")
+                        help="cinc2017: learning-rate schedule; cosine (default): half a "
+                             "cosine down to 1/16 over --epochs (Keras LearningRateScheduler); "
+                             "plateau: halve it when the validation score stalls (--lr-patience)")
     parser.add_argument("--crop-seconds", type=positive_float, default=None, metavar="S",
                         help="cinc2017: the window the model sees: one random S-second crop per "
                              "recording and epoch in training, S-second crops every S/2 "

@@ -70,6 +70,8 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     for k in ("1", "2"):
         fold = json.loads((run / f"fold{k}" / "report.json").read_text())
         assert fold["epochs_run"] == 2
+        # the default schedule: half a cosine from the start to 1/16 of it at the last epoch
+        assert fold["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3 / 16], rel=1e-5)
         grads = fold["history"]["grad_norm/total"]            # --log-gradients
         assert len(grads) == 2 and all(g > 0 for g in grads)
         assert "grad_norm/bilstm1" in fold["history"]
@@ -221,8 +223,9 @@ def test_learning_rate_halves_after_epochs_without_a_better_validation_score():
 
     from ecgcap.ecg.rhythm_training import lr_schedule
 
-    assert lr_schedule(RhythmTrainConfig(lr_patience=0)) == []
-    (plateau,) = lr_schedule(RhythmTrainConfig(lr_patience=2, learning_rate=1e-3))
+    assert lr_schedule(RhythmTrainConfig(schedule="plateau", lr_patience=0)) == []
+    (plateau,) = lr_schedule(RhythmTrainConfig(schedule="plateau", lr_patience=2,
+                                               learning_rate=1e-3))
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     plateau.set_model(model)

@@ -108,7 +108,7 @@ class RhythmTrainConfig:
 
     db: str = "cinc2017"
     model: str = "lstm"
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 1e-3
     clipnorm: float | None = 1.0
@@ -123,11 +123,12 @@ class RhythmTrainConfig:
     dropout: float = 0.3
     class_weight_power: float = 0.5
     augment: bool = True
-    patience: int = 10          # more than the 8 epochs the learning rate needs to reach its floor
+    patience: int = 30          # = epochs: the cosine schedule runs to its end (the best
+                                # validation epoch is kept); 10 suits "plateau"
+    schedule: str = "cosine"    # from learning_rate down to 1/16 of it over the epochs,
+                                # whatever the validation score; or "plateau":
     lr_patience: int = 2        # halve the learning rate after this many epochs without a
                                 # better validation score (0: constant learning rate)
-    schedule: str = "plateau"   # or "cosine": from learning_rate down to 1/16 of it over the
-                                # epochs, whatever the validation score (lr_patience unused)
     ema_momentum: float = 0.0   # > 0: validate, select and ship the exponential moving average
                                 # of the weights (Keras' Adam use_ema); 0: the raw weights
     log_gradients: bool = False
