@@ -1,17 +1,19 @@
 """CinC 2017 rhythm quality: LSTM and SimpleRNN side by side under 5-fold cross-validation.
 
 Each model is trained with the shipped defaults on every fold, once per seed (the folds are
-the same for every seed: stratified by label with a fixed split seed; early stopping and
-checkpoint selection on a validation part carved out of the training folds, never on the test
-fold), and scored on its test fold. The first seed is the headline (the shipped kind of model:
-one network). With more than one seed, each fold's seed models are also averaged into one
-ensemble (mean probabilities, :func:`ecgcap.ecg.rhythm_training.ensemble_rhythm_runs`) and
-every seed and ensemble is scored beside it. Prints the per-fold validation and test challenge
-scores, their mean and spread, per-class F1, the pooled confusion matrix and training times,
-and checks the bars. Finished folds are reused, so the script can be stopped and started again.
+the same for every seed: stratified by label with a fixed split seed; the epoch, and early
+stopping where the schedule uses it, chosen on a validation part carved out of the training
+folds, never on the test fold), and scored on its test fold. The first seed is the headline
+(the shipped kind of model: one network). With more than one seed, each fold's seed models are
+also averaged into one ensemble (mean probabilities,
+:func:`ecgcap.ecg.rhythm_training.ensemble_rhythm_runs`) and every seed and ensemble is scored
+beside it. Prints the per-fold validation and test challenge scores, their mean and spread,
+per-class F1, the pooled confusion matrix and training times, and checks the bars. Finished
+folds are reused, so the script can be stopped and started again.
 
     ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--seeds 0 1] \
-        [--layers N] [--epochs N] [--patience N] [--ship]
+        [--layers N] [--epochs N] [--patience N] [--schedule cosine|plateau] \
+        [--crop-seconds S] [--ema M] [--ship]
 
 ``--ship`` copies the first seed's LSTM fold model with the best *validation* score to models/.
 """
