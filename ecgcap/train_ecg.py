@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="early stopping: epochs without a better validation score "
                              "(macro-F1 for mitdb, challenge score for cinc2017); "
-                             "default 6 (mitdb), 30 (cinc2017: the cosine schedule runs to "
-                             "its end)")
+                             "default 6 (mitdb); cinc2017: --epochs (30), so the cosine "
+                             "schedule runs to its end (the plateau runs used 10)")
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
                         help="cinc2017 with --schedule plateau: halve the learning rate after N "
                              "epochs without a better validation score (Keras "

@@ -281,12 +281,21 @@ def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
                           "--crop-seconds and --ema apply to cinc2017 only"),
                          (["--db", "cinc2017", "--ema", "1"], "--ema 1.0: must be in"),
                          (["--db", "cinc2017", "--crop-seconds", "4"],
-                          "--crop-seconds 4: must be at least 5 s")]:
+                          "--crop-seconds 4: must be at least 5 s"),
+                         (["--db", "cinc2017", "--lr-patience", "2"],
+                          "--lr-patience 2: applies to --schedule plateau only")]:
         with pytest.raises(EcgcapError, match=phrase):
             parsed = parse(args)
             (rhythm_config_from_args if parsed.db == "cinc2017" else config_from_args)(parsed)
-    constant = rhythm_config_from_args(parse(["--db", "cinc2017", "--lr-patience", "0"]))
-    assert constant.lr_patience == 0
+    constant = rhythm_config_from_args(parse(["--db", "cinc2017", "--schedule", "plateau",
+                                              "--lr-patience", "0"]))
+    assert (constant.schedule, constant.lr_patience) == ("plateau", 0)
+    # the cosine schedule runs to its end whatever --epochs says, unless --patience is given
+    longer = rhythm_config_from_args(parse(["--db", "cinc2017", "--epochs", "60"]))
+    assert (longer.epochs, longer.patience) == (60, 60)
+    for bad in ("inf", "nan", "0"):
+        with pytest.raises(SystemExit):
+            parse(["--db", "cinc2017", "--crop-seconds", bad])
     short = rhythm_config_from_args(parse(["--db", "cinc2017", "--crop-seconds", "20"]))
     assert (short.rhythm.crop, short.rhythm.stride, short.rhythm.fs) == (3000, 1500, 150.0)
     assert short.rhythm.key() == RhythmConfig().key()     # the prepared-recording cache is shared

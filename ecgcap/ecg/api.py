@@ -48,9 +48,13 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
     if args.fold is not None and args.fold > args.folds:
         raise EcgcapError(f"fold must be between 1 and {args.folds}", input=f"--fold {args.fold}")
     extra = {}
+    schedule = args.schedule or RhythmTrainConfig.schedule
     if args.lr_patience is not None:
         if args.lr_patience < 0:
             raise EcgcapError("must be 0 or more", input=f"--lr-patience {args.lr_patience}")
+        if schedule != "plateau":
+            raise EcgcapError("applies to --schedule plateau only (the default is cosine)",
+                              input=f"--lr-patience {args.lr_patience}")
         extra["lr_patience"] = args.lr_patience
     if args.ema is not None:
         if not 0 <= args.ema < 1:
@@ -58,6 +62,8 @@ def rhythm_config_from_args(args: argparse.Namespace) -> RhythmTrainConfig:
         extra["ema_momentum"] = args.ema
     if args.schedule is not None:
         extra["schedule"] = args.schedule
+    if schedule == "cosine" and args.patience is None and args.epochs is not None:
+        extra["patience"] = args.epochs    # the cosine runs to its end
     if args.crop_seconds is not None:
         if args.crop_seconds < RhythmConfig.min_seconds:
             raise EcgcapError(f"must be at least {RhythmConfig.min_seconds:g} s, the shortest "

@@ -205,12 +205,14 @@ def lr_schedule(config: RhythmTrainConfig) -> list[keras.callbacks.Callback]:
     ``lr_patience`` epochs without a better score. A resumed run keeps the learning rate it
     reached (it is saved with the optimizer) and starts counting epochs without improvement
     afresh. ``schedule="cosine"``: Keras' ``LearningRateScheduler`` with
-    :func:`cosine_learning_rate`, set at each epoch's start from the epoch number alone (so a
-    resumed run is on the same curve).
+    :func:`cosine_learning_rate`, set at each epoch's start from the epoch number and
+    ``config.epochs`` alone (so a run resumed with the same ``--epochs`` is on the same curve;
+    more epochs stretch the curve from the resumed epoch on).
     """
     if config.schedule == "cosine":
         return [keras.callbacks.LearningRateScheduler(
-            lambda epoch: cosine_learning_rate(epoch, config.epochs, config.learning_rate))]
+            lambda epoch, _rate: cosine_learning_rate(epoch, config.epochs,
+                                                      config.learning_rate))]
     if config.schedule != "plateau":
         raise EcgcapError("unknown schedule; choose plateau or cosine",
                           input=f"--schedule {config.schedule}")
