@@ -355,7 +355,7 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
                                       for part in example))
         fit = {"steps_per_epoch": steps_per_epoch(len(shards), config.batch_size)}
         checkpoint = streamed_checkpoint(run_dir, info, "val_cider", config.patience, dist,
-                                         backup, first_epoch)
+                                         backup, first_epoch, config=_config_json(config))
     else:
         data = CaptionBatches(train_images, captions, scene_y, config.batch_size,
                               augment=config.augment, seed=config.seed)
@@ -363,7 +363,7 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         callbacks.append(data.callback())
         fit = {}
         checkpoint = Checkpoint(run_dir, info, monitor="val_cider", patience=config.patience,
-                                state=state)
+                                state=state, config=_config_json(config))
     callbacks.append(ValidationCider(val_images, val.captions, dist))
     if not streamed:
         callbacks += gradient_log(config.log_gradients, probe_x, probe_y["words"], _WordsOnly())

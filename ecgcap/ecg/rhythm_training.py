@@ -37,6 +37,7 @@ from ecgcap.ecg.recordings import (
 from ecgcap.ecg.training import class_weights, write_outputs
 from ecgcap.runtime.batches import ShuffledBatches
 from ecgcap.runtime.checkpoint import (
+    RESUMABLE_OPTIONS,
     Checkpoint,
     StopOnSignal,
     backup_epoch,
@@ -272,6 +273,12 @@ def _config_json(config: RhythmTrainConfig) -> dict[str, Any]:
     return out
 
 
+def resumable_options(config: RhythmTrainConfig) -> frozenset[str]:
+    """Options a resumed run may change; not ``epochs`` under the cosine schedule, whose
+    learning rate at each epoch depends on them."""
+    return RESUMABLE_OPTIONS - {"epochs"} if config.schedule == "cosine" else RESUMABLE_OPTIONS
+
+
 def _subset(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
     return {"signal": [data["signal"][i] for i in idx], "rr": data["rr"][idx],
             "label": data["label"][idx], "record": data["record"][idx]}
@@ -310,7 +317,8 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
                       metrics=["accuracy"])
     info = model_info(config, db)
     checkpoint = Checkpoint(run_dir, info, monitor="val_score", patience=config.patience,
-                            state=state)
+                            state=state, config=_config_json(config),
+                            may_change=resumable_options(config))
     weights = class_weights(y["train"], len(classes), config.class_weight_power)
     batches = RecordingBatches(
         parts["train"]["signal"], parts["train"]["rr"], y["train"],
@@ -598,7 +606,8 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
     dist.prepare_fit(model, tuple(tf_to_numpy(part) for part in example))
     info = model_info(config, db)
     checkpoint = streamed_checkpoint(part_dir, info, "val_score", config.patience, dist,
-                                     backup, first_epoch)
+                                     backup, first_epoch, config=_config_json(config),
+                                     may_change=resumable_options(config))
     train_seconds = fit_resumable(
         model, recording_stream(shards, split["train"], classes, weights, config, dist,
                                 first_epoch),

@@ -302,7 +302,7 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
     info = model_info(config, db)
     # without a validation part: no early stopping, the last epoch is the model
     checkpoint = Checkpoint(run_dir, info, "val_macro_f1" if "val" in parts else None,
-                            patience=config.patience, state=state)
+                            patience=config.patience, state=state, config=_config_json(config))
     initial_epoch = checkpoint.state["epoch"]
     weights = _weights(config, y["train"], classes)
     train_batches = BeatBatches(
@@ -422,7 +422,7 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
                              np.ones(2, np.float32)))
     info = model_info(config, db)
     checkpoint = streamed_checkpoint(run_dir, info, "val_macro_f1", config.patience, dist,
-                                     backup, first_epoch)
+                                     backup, first_epoch, config=_config_json(config))
     train_seconds = fit_resumable(
         model, beat_stream(shards["train"], classes, weights, config, dist, first_epoch),
         checkpoint, run_dir, epochs=config.epochs, initial_epoch=first_epoch,

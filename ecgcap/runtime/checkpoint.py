@@ -39,13 +39,48 @@ def restore_rng_states(model: keras.Model, states: dict[str, list[int]]) -> None
             gen.state.assign(np.asarray(states[key], dtype=gen.state.dtype))
 
 
+# options a resumed run may change: how long it trains and what it logs, not what it trains
+RESUMABLE_OPTIONS = frozenset({"epochs", "patience", "fold", "log_gradients"})
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` as JSON would give it back, nested dicts as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in json.loads(json.dumps(config)).items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any], where: Path, *,
+                      may_change: frozenset[str] = RESUMABLE_OPTIONS) -> None:
+    """Refuse (exit 2) to resume a run under options other than those it began with
+    (``saved``, from its ``state.json``), apart from ``may_change``. Nothing to compare
+    (``saved`` is ``None``: a run begun before configs were saved) passes."""
+    from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
+
+    if saved is None:
+        return
+    before, now = _flat(saved), _flat(current)
+    changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted({*before, *now})
+               if k not in may_change and before.get(k) != now.get(k)]
+    if changed:
+        raise EcgcapError("the run began with other options (" + "; ".join(changed) +
+                          "); resume with the options it began with", input=str(where),
+                          exit_code=EXIT_USAGE)
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Every epoch: ``checkpoint.keras`` (with optimizer) and ``state.json``; the best model
     by ``monitor`` as ``best.keras``; stop after ``patience`` epochs without improvement.
     With ``monitor=None`` (no validation data) every epoch is the best so far: ``best.keras``
     is the latest epoch and training runs all its epochs.
     All files are written atomically, so an interrupted run resumes from a whole checkpoint;
-    ``state.json`` also holds the dropout generators' states (:func:`restore_rng_states`).
+    ``state.json`` also holds the dropout generators' states (:func:`restore_rng_states`)
+    and the run's ``config``: a resumed run (``state`` given) is refused under other options
+    than those it began with, apart from ``may_change`` (:func:`check_same_config`).
 
     Distributed runs keep the decisions (history, best epoch, early stopping) on every worker
     but ``save_models`` only on the chief, and leave the weights of the last epoch to
@@ -56,7 +91,8 @@ class Checkpoint(keras.callbacks.Callback):
     def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str | None = "val_macro_f1",
                  patience: int = 6, state: dict[str, Any] | None = None, *,
                  save_models: bool = True, save_last: bool = True,
-                 state_path: Path | None = None):
+                 state_path: Path | None = None, config: dict[str, Any] | None = None,
+                 may_change: frozenset[str] = RESUMABLE_OPTIONS):
         super().__init__()
         self.run_dir, self.info = Path(run_dir), info
         self.monitor, self.patience = monitor, patience
@@ -64,6 +100,11 @@ class Checkpoint(keras.callbacks.Callback):
         self.state_path = Path(state_path) if state_path else self.run_dir / "state.json"
         self.state = state or {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
                                "history": {}}
+        if config is not None:
+            if state is not None:
+                check_same_config(state.get("config"), config, self.run_dir,
+                                  may_change=may_change)
+            self.state["config"] = json.loads(json.dumps(config))
         # the dropout generators' states a resumed run starts from (streamed_checkpoint
         # replaces them with those of the backup's epoch)
         self.restore_rng: dict[str, list[int]] | None = (state or {}).get("rng")
@@ -216,14 +257,17 @@ def restored_state(backup_dir: Path, epoch: int, monitor: str) -> dict[str, Any]
 
 
 def streamed_checkpoint(run_dir: Path, info: dict[str, Any], monitor: str, patience: int,
-                        distribution: Any, backup: Path, first_epoch: int) -> Checkpoint:
+                        distribution: Any, backup: Path, first_epoch: int, *,
+                        config: dict[str, Any] | None = None,
+                        may_change: frozenset[str] = RESUMABLE_OPTIONS) -> Checkpoint:
     """The :class:`Checkpoint` of a streamed run: decisions on every worker, models from the
     chief only, the weights left to ``BackupAndRestore`` in ``backup``, the state beside them
     (with the dropout generators' states of every epoch, put back for ``first_epoch``)."""
     state = restored_state(backup, first_epoch, monitor)
     checkpoint = Checkpoint(run_dir, info, monitor=monitor, patience=patience, state=state,
                             save_models=distribution.is_chief, save_last=False,
-                            state_path=Path(backup) / "state.json")
+                            state_path=Path(backup) / "state.json", config=config,
+                            may_change=may_change)
     checkpoint.restore_rng = (state or {}).get("rng_by_epoch", {}).get(str(first_epoch))
     return checkpoint
 
