@@ -56,6 +56,14 @@ def test_train_resume_caption_evaluate(karpathy, tmp_path):
     resumed = json.loads((run_dir / "report.json").read_text())
     assert resumed["epochs_run"] == 3
     assert resumed["history"]["loss"][:2] == report["history"]["loss"]
+    other = run_module("ecgcap.train_caption", "--dataset", data, "--runs-dir", str(runs),
+                       "--name", "tiny", "--epochs", "4", "--resume", "--learning-rate", "0.01",
+                       *TINY[:-1])
+    assert other.returncode == 2 and other.stderr.strip().endswith(
+        "the run began with other options (learning_rate 0.001 -> 0.01); resume with the "
+        "options it began with"), other.stderr[-2000:]
+    assert "decoding" not in other.stdout + other.stderr      # refused before the images
+    assert json.loads((run_dir / "report.json").read_text())["epochs_run"] == 3
 
     refused = run_module("ecgcap.train_caption", "--dataset", data, "--runs-dir", str(runs),
                          "--name", "tiny", *TINY)

@@ -94,6 +94,12 @@ def test_train_resume_classify_and_score_end_to_end(mitdb_dir, tmp_path):
     again = run_module("ecgcap.train_ecg", *common, "--epochs", "1")
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
+    other = run_module("ecgcap.train_ecg", *common, "--epochs", "2", "--resume",
+                       "--learning-rate", "0.01")        # refused before any beat is prepared
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1].endswith(
+        "the run began with other options (learning_rate 0.001 -> 0.01); resume with the "
+        "options it began with"), other.stderr[-2000:]
+
     _as_saved_before_rr_seconds(run / "checkpoint.keras")
     resumed = run_module("ecgcap.train_ecg", *common, "--epochs", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -32,6 +32,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    check_resume_config,
     checkpoint_files,
     fit_resumable,
     gradient_log,
@@ -313,6 +314,9 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
         if config.log_gradients:
             raise EcgcapError("gradient logging runs on the in-memory pipeline on one device",
                               input="--log-gradients")
+    if streamed or resume:  # a streamed run in a folder with a backup always continues
+        check_resume_config(run_dir / ("backup" if streamed else "") / "state.json",
+                            _config_json(config))
     t0 = time.perf_counter()
     train, val = splits or load_splits(config, data_dir=data_dir, image_dir=image_dir,
                                        report=report)

@@ -41,6 +41,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    check_resume_config,
     check_same_model,
     checkpoint_files,
     fit_resumable,
@@ -317,8 +318,7 @@ def train_part(config: RhythmTrainConfig, db: Database, data: dict[str, Any],
                       metrics=["accuracy"])
     info = model_info(config, db)
     checkpoint = Checkpoint(run_dir, info, monitor="val_score", patience=config.patience,
-                            state=state, config=_config_json(config),
-                            may_change=resumable_options(config))
+                            state=state, config=_config_json(config))
     weights = class_weights(y["train"], len(classes), config.class_weight_power)
     batches = RecordingBatches(
         parts["train"]["signal"], parts["train"]["rr"], y["train"],
@@ -387,6 +387,9 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
                           input=f"--pipeline {config.pipeline}")
     if not config.folds:
         checkpoint_files(run_dir, resume=resume)  # refused before any work
+    if resume:  # every fold trained so far, under the options it began with
+        check_resume_config(sorted(run_dir.glob("fold*/state.json")) or run_dir / "state.json",
+                            _config_json(config), may_change=resumable_options(config))
     t0 = time.perf_counter()
     records = io.list_records(db_dir)
     data = load_recordings(db_dir, db, records, config.rhythm, quiet=quiet)
@@ -578,13 +581,15 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
         raise EcgcapError("gradient logging runs on the in-memory pipeline on one device",
                           input="--log-gradients")
     dist.check_batch(config.batch_size)
+    part_dir = run_dir / f"fold{config.fold}" if config.folds else run_dir
+    check_resume_config(part_dir / "backup" / "state.json", _config_json(config),
+                        may_change=resumable_options(config))
     t0 = time.perf_counter()
     shards = write_recording_shards(db_dir, db, io.list_records(db_dir), config.rhythm,
                                     quiet=quiet or not dist.is_chief)
     prep_seconds = time.perf_counter() - t0
     data = {"label": shards.column("label"), "record": shards.column("record")}
     split = stratified_splits(data["label"], config)[(config.fold or 1) - 1]
-    part_dir = run_dir / f"fold{config.fold}" if config.folds else run_dir
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
     y = {k: np.array([to_index[c] for c in data["label"][v]], dtype=np.int64)
@@ -606,8 +611,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
     dist.prepare_fit(model, tuple(tf_to_numpy(part) for part in example))
     info = model_info(config, db)
     checkpoint = streamed_checkpoint(part_dir, info, "val_score", config.patience, dist,
-                                     backup, first_epoch, config=_config_json(config),
-                                     may_change=resumable_options(config))
+                                     backup, first_epoch, config=_config_json(config))
     train_seconds = fit_resumable(
         model, recording_stream(shards, split["train"], classes, weights, config, dist,
                                 first_epoch),

@@ -33,6 +33,7 @@ from ecgcap.runtime.checkpoint import (
     Checkpoint,
     StopOnSignal,
     backup_epoch,
+    check_resume_config,
     check_same_model,
     checkpoint_files,
     fit_resumable,
@@ -283,6 +284,9 @@ def train_beats(config: TrainConfig, db: Database, db_dir: Path, run_dir: Path, 
             raise EcgcapError(f"the run was begun {'with' if had_val else 'without'} validation "
                               "records; resume it with the same --val-records",
                               input=str(run_dir))
+        # the beat settings come from the checkpoint above, so they are not compared
+        check_resume_config(state_file, {k: v for k, v in _config_json(config).items()
+                                         if k != "beats"})
     t0 = time.perf_counter()
     parts = prepare_split(db, db_dir, config, quiet)
     prep_seconds = time.perf_counter() - t0
@@ -395,6 +399,7 @@ def train_beats_streamed(config: TrainConfig, db: Database, db_dir: Path, run_di
         raise EcgcapError("streamed (and distributed) training needs validation records",
                           input="--val-records none")
     dist.check_batch(config.batch_size)
+    check_resume_config(run_dir / "backup" / "state.json", _config_json(config))
     classes = db.classes
     to_index = {c: i for i, c in enumerate(classes)}
     t0 = time.perf_counter()

@@ -58,18 +58,31 @@ def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any], whe
                       may_change: frozenset[str] = RESUMABLE_OPTIONS) -> None:
     """Refuse (exit 2) to resume a run under options other than those it began with
     (``saved``, from its ``state.json``), apart from ``may_change``. Nothing to compare
-    (``saved`` is ``None``: a run begun before configs were saved) passes."""
+    (``saved`` is ``None``: a run begun before configs were saved) passes, and so does an option
+    only one side has (one added to the toolkit since the run began takes its default)."""
     from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 
     if saved is None:
         return
     before, now = _flat(saved), _flat(current)
-    changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted({*before, *now})
-               if k not in may_change and before.get(k) != now.get(k)]
+    # an option only one side knows (added or removed since the run began) is not compared
+    changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in sorted(before.keys() & now.keys())
+               if k not in may_change and before[k] != now[k]]
     if changed:
         raise EcgcapError("the run began with other options (" + "; ".join(changed) +
                           "); resume with the options it began with", input=str(where),
                           exit_code=EXIT_USAGE)
+
+
+def check_resume_config(state_files: Path | list[Path], config: dict[str, Any], *,
+                        may_change: frozenset[str] = RESUMABLE_OPTIONS) -> None:
+    """Before any work: refuse (exit 2) to go on with the runs whose ``state.json`` files are
+    given under other options than ``config`` (:func:`check_same_config`); files that are not
+    there (nothing trained yet) are skipped."""
+    for path in [state_files] if isinstance(state_files, Path) else state_files:
+        if Path(path).is_file():
+            saved = json.loads(Path(path).read_text()).get("config")
+            check_same_config(saved, config, Path(path).parent, may_change=may_change)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -79,8 +92,7 @@ class Checkpoint(keras.callbacks.Callback):
     is the latest epoch and training runs all its epochs.
     All files are written atomically, so an interrupted run resumes from a whole checkpoint;
     ``state.json`` also holds the dropout generators' states (:func:`restore_rng_states`)
-    and the run's ``config``: a resumed run (``state`` given) is refused under other options
-    than those it began with, apart from ``may_change`` (:func:`check_same_config`).
+    and the run's ``config`` (:func:`check_resume_config`).
 
     Distributed runs keep the decisions (history, best epoch, early stopping) on every worker
     but ``save_models`` only on the chief, and leave the weights of the last epoch to
@@ -91,8 +103,7 @@ class Checkpoint(keras.callbacks.Callback):
     def __init__(self, run_dir: Path, info: dict[str, Any], monitor: str | None = "val_macro_f1",
                  patience: int = 6, state: dict[str, Any] | None = None, *,
                  save_models: bool = True, save_last: bool = True,
-                 state_path: Path | None = None, config: dict[str, Any] | None = None,
-                 may_change: frozenset[str] = RESUMABLE_OPTIONS):
+                 state_path: Path | None = None, config: dict[str, Any] | None = None):
         super().__init__()
         self.run_dir, self.info = Path(run_dir), info
         self.monitor, self.patience = monitor, patience
@@ -100,10 +111,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.state_path = Path(state_path) if state_path else self.run_dir / "state.json"
         self.state = state or {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
                                "history": {}}
-        if config is not None:
-            if state is not None:
-                check_same_config(state.get("config"), config, self.run_dir,
-                                  may_change=may_change)
+        if config is not None:  # what check_resume_config compares a resumed run with
             self.state["config"] = json.loads(json.dumps(config))
         # the dropout generators' states a resumed run starts from (streamed_checkpoint
         # replaces them with those of the backup's epoch)
@@ -258,16 +266,14 @@ def restored_state(backup_dir: Path, epoch: int, monitor: str) -> dict[str, Any]
 
 def streamed_checkpoint(run_dir: Path, info: dict[str, Any], monitor: str, patience: int,
                         distribution: Any, backup: Path, first_epoch: int, *,
-                        config: dict[str, Any] | None = None,
-                        may_change: frozenset[str] = RESUMABLE_OPTIONS) -> Checkpoint:
+                        config: dict[str, Any] | None = None) -> Checkpoint:
     """The :class:`Checkpoint` of a streamed run: decisions on every worker, models from the
     chief only, the weights left to ``BackupAndRestore`` in ``backup``, the state beside them
     (with the dropout generators' states of every epoch, put back for ``first_epoch``)."""
     state = restored_state(backup, first_epoch, monitor)
     checkpoint = Checkpoint(run_dir, info, monitor=monitor, patience=patience, state=state,
                             save_models=distribution.is_chief, save_last=False,
-                            state_path=Path(backup) / "state.json", config=config,
-                            may_change=may_change)
+                            state_path=Path(backup) / "state.json", config=config)
     checkpoint.restore_rng = (state or {}).get("rng_by_epoch", {}).get(str(first_epoch))
     return checkpoint
 
