@@ -65,7 +65,6 @@ def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any], whe
     if saved is None:
         return
     before, now = _flat(saved), _flat(current)
-    # an option only one side knows (added or removed since the run began) is not compared
     changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in sorted(before.keys() & now.keys())
                if k not in may_change and before[k] != now[k]]
     if changed:
