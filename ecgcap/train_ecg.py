@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", type=positive_int, default=None,
                         help="cinc2017 with --folds: train and test only this fold (1..k)")
     parser.add_argument("--epochs", type=positive_int, default=None,
-                        help="maximum epochs; default 30 (mitdb and cinc2017)")
+                        help="maximum epochs; default 30 (mitdb), 45 (cinc2017)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="default 256 beats (mitdb), 32 recordings (cinc2017)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="early stopping: epochs without a better validation score "
                              "(macro-F1 for mitdb, challenge score for cinc2017); "
-                             "default 6 (mitdb); cinc2017: --epochs (30), so the cosine "
+                             "default 6 (mitdb); cinc2017: --epochs (45), so the cosine "
                              "schedule runs to its end (the plateau runs used 10)")
     parser.add_argument("--lr-patience", type=int, default=None, metavar="N",
                         help="cinc2017 with --schedule plateau: halve the learning rate after N "

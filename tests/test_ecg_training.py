@@ -267,11 +267,11 @@ def test_conv_filters_option_sets_the_front_end_of_either_task(tmp_path):
     assert rhythm_config_from_args(parse(["--db", "cinc2017"])).recurrent_layers == 2
     assert rhythm_config_from_args(parse(["--db", "cinc2017", "--layers", "1"])
                                    ).recurrent_layers == 1
-    # schedule: 30 epochs / patience 6 for beats, 30 / 30 (cosine to the end) for rhythm
+    # schedule: 30 epochs / patience 6 for beats, 45 / 45 (cosine to the end) for rhythm
     beats = config_from_args(parse([]))
     rhythm = rhythm_config_from_args(parse(["--db", "cinc2017"]))
     assert (beats.epochs, beats.patience) == (30, 6)
-    assert (rhythm.epochs, rhythm.patience, rhythm.schedule) == (30, 30, "cosine")
+    assert (rhythm.epochs, rhythm.patience, rhythm.schedule) == (45, 45, "cosine")
     chosen = rhythm_config_from_args(
         parse(["--db", "cinc2017", "--epochs", "5", "--patience", "2"]))
     assert (chosen.epochs, chosen.patience) == (5, 2)

@@ -110,7 +110,7 @@ class RhythmTrainConfig:
 
     db: str = "cinc2017"
     model: str = "lstm"
-    epochs: int = 30
+    epochs: int = 45
     batch_size: int = 32
     learning_rate: float = 1e-3
     clipnorm: float | None = 1.0
@@ -125,7 +125,7 @@ class RhythmTrainConfig:
     dropout: float = 0.3
     class_weight_power: float = 0.5
     augment: bool = True
-    patience: int = 30          # = epochs: the cosine schedule runs to its end (the best
+    patience: int = 45          # = epochs: the cosine schedule runs to its end (the best
                                 # validation epoch is kept); 10 suits "plateau"
     schedule: str = "cosine"    # from learning_rate down to 1/16 of it over the epochs,
                                 # whatever the validation score; or "plateau":
