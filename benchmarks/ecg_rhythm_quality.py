@@ -9,7 +9,10 @@ also averaged into one ensemble (mean probabilities,
 :func:`ecgcap.ecg.rhythm_training.ensemble_rhythm_runs`) and every seed and ensemble is scored
 beside it. Prints the per-fold validation and test challenge scores, their mean and spread,
 per-class F1, the pooled confusion matrix and training times, and checks the bars. Finished
-folds are reused, so the script can be stopped and started again.
+folds are reused (``train_ecg --resume`` trains only what is missing), so the script can be
+stopped and started again; a run folder trained under other options than those given is
+refused with one line naming them (exit 2), so results of different settings never mix (the
+30-epoch runs, for example, need ``--epochs 30``).
 
     ECGCAP_DATA=../shared/data python benchmarks/ecg_rhythm_quality.py [--seeds 0 1] \
         [--layers N] [--epochs N] [--patience N] [--schedule cosine|plateau] \
@@ -26,9 +29,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+from ecgcap.ecg.api import rhythm_config_from_args
 from ecgcap.ecg.evaluation import format_confusion, side_by_side
+from ecgcap.runtime.checkpoint import check_same_config
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.train_ecg import build_parser
 
 BAR = 0.80  # mean F1 over N, A and O on held-out recordings, for the LSTM
 
@@ -125,22 +133,32 @@ def main() -> int:
 
 
 def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
-    """The report of ``model`` trained from ``seed`` on every fold, training what is missing."""
+    """The report of ``model`` trained from ``seed`` on every fold, training what is missing.
+
+    A finished run is reused only if it was trained under exactly the options given (the
+    ``config`` in its ``report.json``); otherwise one line says which options differ (exit 2).
+    An unfinished one goes on with ``train_ecg --resume``, which refuses the same way."""
     name = f"{model}-seed{seed}"
     run = Path(args.runs_dir) / name
+    options = ["--db", "cinc2017", "--model", model, "--folds", str(args.folds),
+               "--seed", str(seed), "--runs-dir", args.runs_dir, "--name", name]
+    for option in ("layers", "epochs", "patience", "ema", "schedule", "crop_seconds"):
+        value = getattr(args, option)
+        options += [f"--{option.replace('_', '-')}", str(value)] if value is not None else []
+    options += ["--data-dir", args.data_dir] if args.data_dir else []
     done = run / "report.json"
-    if not (done.is_file() and len(json.loads(done.read_text()).get("folds", {}))
-            == args.folds):
-        cmd = [sys.executable, "-m", "ecgcap.train_ecg", "--db", "cinc2017", "--model", model,
-               "--folds", str(args.folds), "--seed", str(seed), "--runs-dir", args.runs_dir,
-               "--name", name, "--device", "cpu", "-q"]
-        cmd += ["--resume"] if run.is_dir() else []
-        for option in ("layers", "epochs", "patience", "ema", "schedule", "crop_seconds"):
-            value = getattr(args, option)
-            cmd += [f"--{option.replace('_', '-')}", str(value)] if value is not None else []
-        cmd += ["--data-dir", args.data_dir] if args.data_dir else []
-        print("running:", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    if done.is_file() and len(json.loads(done.read_text()).get("folds", {})) == args.folds:
+        report = json.loads(done.read_text())
+        config = rhythm_config_from_args(build_parser().parse_args(options))
+        check_same_config(report.get("config"), json.loads(json.dumps(asdict(config))), run,
+                          may_change=frozenset({"fold", "log_gradients"}))
+        return report
+    cmd = [sys.executable, "-m", "ecgcap.train_ecg", *options, "--device", "cpu", "-q"]
+    cmd += ["--resume"] if run.is_dir() else []
+    print("running:", " ".join(cmd[1:]), flush=True)
+    returncode = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
+    if returncode:
+        sys.exit(returncode)    # train_ecg has said why on stderr
     return json.loads(done.read_text())
 
 
@@ -163,4 +181,8 @@ def ensemble(members: list[Path], folder: Path, args: argparse.Namespace) -> dic
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except EcgcapError as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

@@ -91,27 +91,34 @@ def test_train_cross_validate_resume_and_classify(small_cinc2017, tmp_path):
     assert (run / "fold1" / "report.json").stat().st_mtime_ns == stamp  # over: reused
 
     # a checkpoint is never continued under other options: not with more epochs under the
-    # cosine schedule (its learning rates follow --epochs), nor other crops; and a run from
-    # before state.json kept its options is still refused another model (one layer)
+    # cosine schedule (its learning rates follow --epochs), nor other crops. A run from before
+    # state.json kept its options is checked against a finished fold's report.json; with no
+    # finished fold, it is still refused another model (one layer)
     (run / "fold2" / "report.json").unlink()
     before = (run / "fold2" / "checkpoint.keras").read_bytes()
-    for extra, problem in (
-            (["--epochs", "3"], "the run began with other options (epochs 2 -> 3); resume "
-                                "with the options it began with"),
-            (["--epochs", "2", "--crop-seconds", "20"],
+    hidden = run / "fold1" / "report.hidden"
+    for extra, older, problem in (
+            (["--epochs", "3"], False, "the run began with other options (epochs 2 -> 3); "
+                                       "resume with the options it began with"),
+            (["--epochs", "2", "--crop-seconds", "20"], False,
              "(rhythm.crop_seconds 30.0 -> 20.0; rhythm.stride_seconds 15.0 -> 10.0); resume "
              "with the options it began with"),
-            (["--epochs", "2", "--layers", "1"],
+            (["--epochs", "3"], True, "fold1: the run began with other options (epochs 2 -> 3); "
+                                      "resume with the options it began with"),
+            (["--epochs", "2", "--layers", "1"], True,
              "the checkpoint's model differs from the one these options build; resume with the "
              "options the run began with (--layers, --units, --conv-filters, ...)")):
-        older = "--layers" in extra
         for state_file in run.glob("fold*/state.json") if older else ():
             state = json.loads(state_file.read_text())
             state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "config"}))
+        if "--layers" in extra:
+            (run / "fold1" / "report.json").rename(hidden)
         other = run_module("ecgcap.train_ecg", *resume, *extra)
+        if hidden.exists():
+            hidden.rename(run / "fold1" / "report.json")
         assert other.returncode == 2, other.stderr[-2000:]
         assert other.stderr.strip().splitlines()[-1].endswith(problem), other.stderr
-        assert older or "fold 2 of 2" not in other.stdout  # refused before any fold trains
+        assert "--layers" in extra or "fold 2 of 2" not in other.stdout  # before any work
         assert (run / "fold2" / "checkpoint.keras").read_bytes() == before
         assert not (run / "fold2" / "report.json").exists()
     resumed = run_module("ecgcap.train_ecg", *resume, "--epochs", "2")

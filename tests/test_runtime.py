@@ -146,6 +146,16 @@ def test_a_run_is_resumed_only_under_the_options_it_began_with(tmp_path):
     with pytest.raises(EcgcapError, match=r"\(epochs 2 -> 5\)"):
         check_resume_config(tmp_path / "state.json", {**config, "epochs": 5},
                             may_change=frozenset())
+    # a run begun before state.json kept its config: the finished run's report.json has it
+    older = tmp_path / "older"
+    older.mkdir()
+    atomic_write_json(older / "state.json", {"epoch": 2})
+    check_resume_config(older / "state.json", {**config, "epochs": 5}, may_change=frozenset())
+    atomic_write_json(older / "report.json", {"config": config})
+    with pytest.raises(EcgcapError, match=r"\(epochs 2 -> 5\)") as err:
+        check_resume_config(older / "state.json", {**config, "epochs": 5},
+                            may_change=frozenset())
+    assert err.value.input == str(older)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -77,11 +77,16 @@ def check_resume_config(state_files: Path | list[Path], config: dict[str, Any], 
                         may_change: frozenset[str] = RESUMABLE_OPTIONS) -> None:
     """Before any work: refuse (exit 2) to go on with the runs whose ``state.json`` files are
     given under other options than ``config`` (:func:`check_same_config`); files that are not
-    there (nothing trained yet) are skipped."""
-    for path in [state_files] if isinstance(state_files, Path) else state_files:
-        if Path(path).is_file():
-            saved = json.loads(Path(path).read_text()).get("config")
-            check_same_config(saved, config, Path(path).parent, may_change=may_change)
+    there (nothing trained yet) are skipped. A ``state.json`` from before runs kept their config
+    is checked against the ``report.json`` beside it, when the run got as far as writing one."""
+    for path in [Path(p) for p in ([state_files] if isinstance(state_files, Path)
+                                   else state_files)]:
+        if path.is_file():
+            saved = json.loads(path.read_text()).get("config")
+            report = path.parent / "report.json"
+            if saved is None and report.is_file():
+                saved = json.loads(report.read_text()).get("config")
+            check_same_config(saved, config, path.parent, may_change=may_change)
 
 
 class Checkpoint(keras.callbacks.Callback):
