@@ -29,12 +29,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from ecgcap.ecg.api import rhythm_config_from_args
 from ecgcap.ecg.evaluation import format_confusion, side_by_side
-from ecgcap.runtime.checkpoint import check_same_config
+from ecgcap.ecg.rhythm_training import check_rhythm_config
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.train_ecg import build_parser
 
@@ -148,17 +147,15 @@ def finished_run(args: argparse.Namespace, model: str, seed: int) -> dict:
     options += ["--data-dir", args.data_dir] if args.data_dir else []
     done = run / "report.json"
     if done.is_file() and len(json.loads(done.read_text()).get("folds", {})) == args.folds:
-        report = json.loads(done.read_text())
         config = rhythm_config_from_args(build_parser().parse_args(options))
-        check_same_config(report.get("config"), json.loads(json.dumps(asdict(config))), run,
-                          may_change=frozenset({"fold", "log_gradients"}))
-        return report
+        check_rhythm_config([done, *sorted(run.glob("fold*/state.json"))], config, strict=True)
+        return json.loads(done.read_text())
     cmd = [sys.executable, "-m", "ecgcap.train_ecg", *options, "--device", "cpu", "-q"]
     cmd += ["--resume"] if run.is_dir() else []
     print("running:", " ".join(cmd[1:]), flush=True)
     returncode = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
     if returncode:
-        sys.exit(returncode)    # train_ecg has said why on stderr
+        sys.exit(returncode if returncode > 0 else 1)  # train_ecg has said why on stderr
     return json.loads(done.read_text())
 
 

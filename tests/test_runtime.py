@@ -156,6 +156,11 @@ def test_a_run_is_resumed_only_under_the_options_it_began_with(tmp_path):
         check_resume_config(older / "state.json", {**config, "epochs": 5},
                             may_change=frozenset())
     assert err.value.input == str(older)
+    # an option added since: compared with what runs did before it existed, if that is known
+    check_same_config({"units": 64}, {"units": 64, "schedule": "cosine"}, tmp_path)
+    with pytest.raises(EcgcapError, match=r"\(schedule 'plateau' -> 'cosine'\)"):
+        check_same_config({"units": 64}, {"units": 64, "schedule": "cosine"}, tmp_path,
+                          legacy={"schedule": "plateau"})
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -274,10 +274,22 @@ def _config_json(config: RhythmTrainConfig) -> dict[str, Any]:
     return out
 
 
-def resumable_options(config: RhythmTrainConfig) -> frozenset[str]:
-    """Options a resumed run may change; not ``epochs`` under the cosine schedule, whose
-    learning rate at each epoch depends on them."""
-    return RESUMABLE_OPTIONS - {"epochs"} if config.schedule == "cosine" else RESUMABLE_OPTIONS
+# what rhythm runs did before these options existed (configs saved then lack them)
+LEGACY_OPTIONS = {"schedule": "plateau", "ema_momentum": 0.0}
+
+
+def check_rhythm_config(files: Path | list[Path], config: RhythmTrainConfig, *,
+                        strict: bool = False) -> None:
+    """Refuse (exit 2, one line) the runs whose ``state.json`` (or ``report.json``) files are
+    given when they were trained under other options than ``config``. A resumed run may change
+    ``RESUMABLE_OPTIONS`` but not ``epochs`` under the cosine schedule, whose learning rate at
+    each epoch depends on them; ``strict`` (reusing finished results) allows only ``fold`` and
+    ``log_gradients``."""
+    may_change = (frozenset({"fold", "log_gradients"}) if strict
+                  else RESUMABLE_OPTIONS - {"epochs"} if config.schedule == "cosine"
+                  else RESUMABLE_OPTIONS)
+    check_resume_config(files, _config_json(config), may_change=may_change,
+                        legacy=LEGACY_OPTIONS)
 
 
 def _subset(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
@@ -388,8 +400,8 @@ def train_rhythm(config: RhythmTrainConfig, db: Database, db_dir: Path, run_dir:
     if not config.folds:
         checkpoint_files(run_dir, resume=resume)  # refused before any work
     if resume:  # every fold trained so far, under the options it began with
-        check_resume_config(sorted(run_dir.glob("fold*/state.json")) or run_dir / "state.json",
-                            _config_json(config), may_change=resumable_options(config))
+        check_rhythm_config(sorted(run_dir.glob("fold*/state.json")) or run_dir / "state.json",
+                            config)
     t0 = time.perf_counter()
     records = io.list_records(db_dir)
     data = load_recordings(db_dir, db, records, config.rhythm, quiet=quiet)
@@ -582,8 +594,7 @@ def train_rhythm_streamed(config: RhythmTrainConfig, db: Database, db_dir: Path,
                           input="--log-gradients")
     dist.check_batch(config.batch_size)
     part_dir = run_dir / f"fold{config.fold}" if config.folds else run_dir
-    check_resume_config(part_dir / "backup" / "state.json", _config_json(config),
-                        may_change=resumable_options(config))
+    check_rhythm_config(part_dir / "backup" / "state.json", config)
     t0 = time.perf_counter()
     shards = write_recording_shards(db_dir, db, io.list_records(db_dir), config.rhythm,
                                     quiet=quiet or not dist.is_chief)

@@ -55,16 +55,18 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any], where: Path, *,
-                      may_change: frozenset[str] = RESUMABLE_OPTIONS) -> None:
+                      may_change: frozenset[str] = RESUMABLE_OPTIONS,
+                      legacy: dict[str, Any] | None = None) -> None:
     """Refuse (exit 2) to resume a run under options other than those it began with
     (``saved``, from its ``state.json``), apart from ``may_change``. Nothing to compare
-    (``saved`` is ``None``: a run begun before configs were saved) passes, and so does an option
-    only one side has (one added to the toolkit since the run began takes its default)."""
+    (``saved`` is ``None``: a run begun before configs were saved) passes. An option the saved
+    config lacks (added to the toolkit since the run began) is compared with its ``legacy``
+    value, what runs did before it existed; without one it is not compared."""
     from ecgcap.runtime.errors import EXIT_USAGE, EcgcapError
 
     if saved is None:
         return
-    before, now = _flat(saved), _flat(current)
+    before, now = {**_flat(legacy or {}), **_flat(saved)}, _flat(current)
     changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in sorted(before.keys() & now.keys())
                if k not in may_change and before[k] != now[k]]
     if changed:
@@ -74,7 +76,8 @@ def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any], whe
 
 
 def check_resume_config(state_files: Path | list[Path], config: dict[str, Any], *,
-                        may_change: frozenset[str] = RESUMABLE_OPTIONS) -> None:
+                        may_change: frozenset[str] = RESUMABLE_OPTIONS,
+                        legacy: dict[str, Any] | None = None) -> None:
     """Before any work: refuse (exit 2) to go on with the runs whose ``state.json`` files are
     given under other options than ``config`` (:func:`check_same_config`); files that are not
     there (nothing trained yet) are skipped. A ``state.json`` from before runs kept their config
@@ -86,7 +89,7 @@ def check_resume_config(state_files: Path | list[Path], config: dict[str, Any], 
             report = path.parent / "report.json"
             if saved is None and report.is_file():
                 saved = json.loads(report.read_text()).get("config")
-            check_same_config(saved, config, path.parent, may_change=may_change)
+            check_same_config(saved, config, path.parent, may_change=may_change, legacy=legacy)
 
 
 class Checkpoint(keras.callbacks.Callback):
