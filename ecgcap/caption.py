@@ -1,9 +1,11 @@
 """``python -m ecgcap.caption image.jpg [...]``: one caption per image.
 
 Prints ``IMAGE<TAB>caption`` lines (or ``--json``: a list of ``{"image", "caption"}``), with the
-captioner shipped in ``models/`` unless ``--model`` names another. Folders are expanded to their
-image files; images are decoded and captioned in batches. An unreadable image is reported on
-stderr in one line and the others are still captioned; the exit code is then 2.
+photo captioner shipped in ``models/`` unless ``--model`` names another (``rsicd`` for aerial
+images, or a file). ``--attention out.png`` draws where the model looked for each word.
+Folders are expanded to their image files; images are decoded and captioned in batches. An
+unreadable image is reported on stderr in one line and the others are still captioned; the
+exit code is then 2.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from ecgcap.runtime.cli import make_parser, positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("caption", "Describe aerial images in one sentence each.", data=False)
+    parser = make_parser("caption", "Describe images in one sentence each.", data=False)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files or folders of images")
-    parser.add_argument("--model", metavar="PATH", default=None,
-                        help="a captioner .keras file (default: the one shipped in models/)")
+    parser.add_argument("--model", metavar="photo|rsicd|PATH", default="rsicd",
+                        help="photo: the shipped captioner of ordinary photographs (Flickr8k + "
+                             "Flickr30k); rsicd: the shipped one of aerial and satellite images "
+                             "(RSICD); or a captioner .keras file")
     parser.add_argument("--beam", type=positive_int, default=3, help="beam width (1 = greedy)")
+    parser.add_argument("--attention", metavar="OUT.png", default=None,
+                        help="with one image: draw where the model looked for each word "
+                             "(models with soft attention over a feature grid)")
     parser.add_argument("--json", action="store_true",
                         help='print a JSON list of {"image": path, "caption": text}')
     return parser

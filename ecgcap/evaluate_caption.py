@@ -18,8 +18,9 @@ from ecgcap.runtime.cli import make_parser, positive_int, run, say, setup_runtim
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("evaluate_caption", "Score a captioner against reference captions.")
-    parser.add_argument("--model", metavar="PATH", default=None,
-                        help="a captioner .keras file (default: the one shipped in models/)")
+    parser.add_argument("--model", metavar="photo|rsicd|PATH", default=None,
+                        help="a shipped captioner or a .keras file (default: rsicd for "
+                             "--dataset rsicd, else photo)")
     parser.add_argument("--dataset", default="rsicd",
                         help="rsicd, flickr8k, or a caption file (.json Karpathy or COCO, .jsonl)")
     parser.add_argument("--image-dir", metavar="DIR", default=None,

@@ -17,7 +17,8 @@ from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.paths import find_dataset
 
 MARKERS = {"mitdb": "RECORDS", "cinc2017": "REFERENCE.csv", "rsicd": "captions_test.json",
-           "flickr8k": "Flickr8k.token.txt"}
+           "flickr8k": "Flickr8k.token.txt", "flickr30k": "captions.token",
+           "pretrained": "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"}
 
 
 def real_dataset(name: str) -> Path:
@@ -49,6 +50,11 @@ def rsicd_dir() -> Path:
 @pytest.fixture(scope="session")
 def flickr8k_dir() -> Path:
     return real_dataset("flickr8k")
+
+
+@pytest.fixture(scope="session")
+def flickr30k_dir() -> Path:
+    return real_dataset("flickr30k")
 
 
 @pytest.fixture(autouse=True)

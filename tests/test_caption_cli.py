@@ -91,8 +91,8 @@ def test_train_caption_option_errors(tmp_path):
               "(see --help)")
     _one_line(run_module("ecgcap.train_caption", "--dataset", "coco2014", "--runs-dir",
                          str(tmp_path / "runs")),
-              "coco2014: unknown dataset; give one of rsicd, flickr8k or a caption file "
-              "(.json Karpathy or COCO, .jsonl)")
+              "coco2014: unknown dataset; give one of rsicd, flickr8k, flickr30k or a caption "
+              "file (.json Karpathy or COCO, .jsonl)")
     (tmp_path / "runs").write_text("a file")
     _one_line(run_module("ecgcap.train_caption", "--runs-dir", str(tmp_path / "runs")),
               f"--runs-dir {tmp_path / 'runs'}: is a file, not a folder")
@@ -101,10 +101,18 @@ def test_train_caption_option_errors(tmp_path):
     _one_line(run_module("ecgcap.train_caption", "--backbone", "mobilenet_v2",
                          "--backbone-weights", str(tmp_path / "w.h5")),
               f"--backbone-weights {tmp_path / 'w.h5'}: no such weights file")
+    _one_line(run_module("ecgcap.train_caption", "--encoder-weights", str(tmp_path / "w.h5")),
+              f"--encoder-weights {tmp_path / 'w.h5'}: needs --encoder mobilenet_v2")
+    _one_line(run_module("ecgcap.train_caption", "--encoder", "mobilenet_v2",
+                         "--encoder-weights", str(tmp_path / "w.h5")),
+              f"--encoder-weights {tmp_path / 'w.h5'}: no such weights file")
+    _one_line(run_module("ecgcap.train_caption", "--encoder", "mobilenet_v2",
+                         "--attention-penalty", "-1"),
+              "--attention-penalty -1.0: must be 0 or more")
 
 
 def test_shipped_captioner_describes_the_example_image():
-    result = run_module("ecgcap.caption", str(EXAMPLE), "--json")
+    result = run_module("ecgcap.caption", str(EXAMPLE), "--model", "rsicd", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     import json
 
@@ -117,8 +125,8 @@ def test_shipped_captioner_describes_the_example_image():
 def test_shipped_captioner_on_real_rsicd_images(rsicd_dir):
     from ecgcap.captioning.inference import caption_files, load_captioner
 
-    model, info = load_captioner()
-    assert info["describes"] == "aerial and satellite images" and info["image_size"] == 128
+    model, info = load_captioner("rsicd")
+    assert info["describes"] == "aerial and satellite images"
     images = [rsicd_dir / "images" / f for f in ("airport_1.jpg", "beach_10.jpg", "forest_1.jpg")]
     captions = dict(caption_files(images, model, beam=3))
     assert "airport" in captions[images[0]] or "planes" in captions[images[0]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -13,9 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecgcap.captioning.datasets import (
+    CaptionSet,
+    flickr_id,
+    has_splits,
     load_captions,
+    merge_caption_sets,
     read_coco,
     read_flickr8k,
+    read_flickr30k,
     read_jsonl,
     read_karpathy,
     read_rsicd,
@@ -43,19 +49,154 @@ def test_rsicd_splits_as_shipped(rsicd_dir, lines):
     assert all(p.is_file() for p in test.paths()[:20])
 
 
-def test_flickr8k_reports_missing_images_and_the_bad_id(flickr8k_dir, lines):
-    train = read_flickr8k(flickr8k_dir, "train", report=lines.append)
-    assert len(train) == 233 and all(len(c) == 5 for c in train.captions)
-    assert len(lines) == 2
-    assert "5 lines skipped" in lines[0] and "2258277193_586949ec62.jpg.1" in lines[0]
-    assert "5767 of 6000 images are not in" in lines[1]
-    assert len(read_flickr8k(flickr8k_dir, "val", report=lines.append)) == 21
-    assert len(read_flickr8k(flickr8k_dir, "test", report=lines.append)) == 13
+def _token_captions(path: Path) -> dict[str, list[str]]:
+    """Captions by image name, parsed here independently of the loader."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, caption = line.partition("\t")
+        name, _, number = key.rpartition("#")
+        if name.endswith(".jpg") and number.isdigit() and caption.strip():
+            out.setdefault(name, []).append(caption.strip())
+    return out
+
+
+def _bad_token_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip() and not re.fullmatch(r"\S+\.jpg#\d+\t.*", line))
+
+
+def test_flickr8k_splits_follow_the_data(flickr8k_dir, lines):
+    """Each split is its list's captioned photos present in images/, in list order; the absent
+    ones are one line (a split with none present, as test is here, loads empty)."""
+    token = flickr8k_dir / "Flickr8k.token.txt"
+    captions, present = _token_captions(token), set(os.listdir(flickr8k_dir / "images"))
+    for split, list_name in (("train", "Flickr_8k.trainImages.txt"),
+                             ("val", "Flickr_8k.devImages.txt"),
+                             ("test", "Flickr_8k.testImages.txt")):
+        names = list(dict.fromkeys((flickr8k_dir / list_name).read_text().split()))
+        expected = [n for n in names if n in captions and n in present]
+        absent = [n for n in names if n in captions and n not in present]
+        lines.clear()
+        data = read_flickr8k(flickr8k_dir, split, report=lines.append)
+        assert data.images == expected and len(data.captions) == len(expected)
+        assert data.captions == [captions[n] for n in expected]
+        assert data.missing == absent
+        assert f"{_bad_token_lines(token)} lines skipped" in lines[0]
+        assert "2258277193_586949ec62.jpg.1" in lines[0]
+        assert lines[1:] == ([f"{flickr8k_dir / list_name}: {len(absent)} of {len(names)} images "
+                              f"are not in {flickr8k_dir / 'images'}; skipped "
+                              f"(first: {absent[0]})"] if absent else [])
+
+
+def test_a_split_with_no_photo_present_loads_empty_with_one_line(flickr8k_dir, tmp_path, lines):
+    folder = tmp_path / "flickr"
+    (folder / "images").mkdir(parents=True)
+    shutil.copy(flickr8k_dir / "Flickr8k.token.txt", folder)
+    names = list(_token_captions(folder / "Flickr8k.token.txt"))[:4]
+    (folder / "Flickr_8k.testImages.txt").write_text("\n".join(names) + "\n")
+    data = read_flickr8k(folder, "test", report=lines.append)
+    assert (data.images, data.captions, data.missing) == ([], [], names)
+    assert lines[1:] == [f"{folder / 'Flickr_8k.testImages.txt'}: 4 of 4 images are not in "
+                         f"{folder / 'images'}; skipped (first: {names[0]})"]
 
 
 def test_missing_images_warn_by_default(flickr8k_dir):
     with pytest.warns(UserWarning, match="images are not in"):
         read_flickr8k(flickr8k_dir, "test")
+
+
+def test_flickr30k_follows_the_data(flickr30k_dir, lines):
+    """Every captioned photo present in images/, in the token file's order, with its captions."""
+    token = flickr30k_dir / "captions.token"
+    captions, present = _token_captions(token), set(os.listdir(flickr30k_dir / "images"))
+    expected = [n for n in captions if n in present]
+    absent = [n for n in captions if n not in present]
+    data = read_flickr30k(flickr30k_dir, report=lines.append)
+    assert data.images == expected and data.missing == absent
+    assert data.captions == [captions[n] for n in expected]
+    assert sum(map(len, data.captions)) == sum(len(captions[n]) for n in expected)
+    assert all(flickr_id(n) == n.removesuffix(".jpg") for n in data.images)
+    assert len(lines) == (1 if absent else 0)
+    assert all(p.is_file() for p in data.paths()[:20])
+    via_name = load_captions("flickr30k", "train", data_dir=flickr30k_dir.parent,
+                             report=lines.append)
+    assert via_name.images == expected and via_name.image_dir == flickr30k_dir / "images"
+    assert not has_splits("flickr30k") and has_splits("flickr8k")
+    for split in ("val", "test"):
+        with pytest.raises(EcgcapError, match="no val or test split") as err:
+            load_captions("flickr30k", split, data_dir=flickr30k_dir)
+        assert "\n" not in str(err.value)
+    with pytest.raises(EcgcapError, match="unknown split"):
+        read_flickr30k(flickr30k_dir, "dev")
+
+
+def test_flickr30k_reports_a_missing_photo_in_one_line(tmp_path, lines):
+    folder = tmp_path / "flickr30k"
+    (folder / "images").mkdir(parents=True)
+    for name in ("1000268201.jpg", "36979.jpg"):
+        (folder / "images" / name).write_bytes(b"")
+    (folder / "captions.token").write_text(
+        "36979.jpg#0\tA dog .\n1000268201.jpg#0\tA girl .\n99.jpg#0\tGone .\n"
+        "36979.jpg#1\tA brown dog.\n99.jpg#1\tGone too .\nno tab\n")
+    data = load_captions("flickr30k", data_dir=tmp_path, report=lines.append)
+    assert data.images == ["36979.jpg", "1000268201.jpg"] and data.missing == ["99.jpg"]
+    assert data.captions == [["A dog .", "A brown dog."], ["A girl ."]]
+    token = folder / "captions.token"
+    assert lines == [f"{token}: 1 lines skipped (first: line 6 (no tab))",
+                     f"{token}: 1 of 3 images are not in {folder / 'images'}; skipped "
+                     "(first: 99.jpg)"]
+    with pytest.raises(EcgcapError, match="Flickr30k file not found"):
+        read_flickr30k(tmp_path)
+
+
+def test_flickr_id():
+    assert flickr_id("1000268201_693b08cb0e.jpg") == "1000268201"
+    assert flickr_id("1000268201.jpg") == flickr_id("/x/y/1000268201.JPG") == "1000268201"
+    for name in ("airport_1.jpg", "00003.jpg", "000000000009.jpg", "1.tif", "12_x.jpg", "a1.jpg"):
+        assert flickr_id(name) is None, name
+
+
+def test_merge_flickr8k_train_and_flickr30k_counts_each_photo_once(flickr8k_dir, flickr30k_dir):
+    f8 = read_flickr8k(flickr8k_dir, "train", report=lambda line: None)
+    f30 = read_flickr30k(flickr30k_dir, report=lambda line: None)
+    merged = merge_caption_sets([f8, f30])
+    ids8 = [n.split("_")[0] for n in f8.images]
+    ids30 = [n.split(".")[0] for n in f30.images]
+    shared = set(ids8) & set(ids30)
+    assert len(merged) == len(set(ids8) | set(ids30)) == len(f8) + len(f30) - len(shared)
+    assert sum(map(len, merged.captions)) == sum(map(len, f8.captions + f30.captions))
+    assert merged.paths()[:len(f8)] == [Path(os.path.abspath(p)) for p in f8.paths()]
+    assert merged.name == "flickr8k-train+flickr30k-train" and merged.missing == f8.missing
+    assert all(Path(p).is_absolute() for p in merged.images)
+    assert all(p.is_file() for p in merged.paths()[::50])
+    if shared:
+        one = sorted(shared)[0]
+        i8, i30 = ids8.index(one), ids30.index(one)
+        assert merged.captions[i8] == f8.captions[i8] + f30.captions[i30]
+        assert merged.paths()[i8] == Path(os.path.abspath(f8.paths()[i8]))
+    assert len(f8.captions[0]) == 5  # the sources are left as they were
+
+
+def test_merge_keeps_non_flickr_names_apart_and_the_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        Path(folder).mkdir()
+    a = CaptionSet("a", Path("a"), ["airport_1.jpg", "1000268201_693b08cb0e.jpg", "00003.jpg"],
+                   [["a1"], ["a2"], ["a3"]], ["gone_a.jpg"])
+    b = CaptionSet("b", tmp_path / "b", ["1000268201.jpg", "airport_1.jpg", "5.jpg", "00003.jpg"],
+                   [["b1"], ["b2"], ["b3"], ["b4"]], ["gone_b.jpg"])
+    same_file = CaptionSet("c", tmp_path / "b" / ".." / "a", ["airport_1.jpg"], [["c1"]])
+    merged = merge_caption_sets([a, b, same_file])
+    root = tmp_path.resolve()
+    assert merged.paths() == [root / "a/airport_1.jpg", root / "a/1000268201_693b08cb0e.jpg",
+                              root / "a/00003.jpg", root / "b/airport_1.jpg", root / "b/5.jpg",
+                              root / "b/00003.jpg"]
+    assert merged.images == [str(p) for p in merged.paths()]
+    assert merged.captions == [["a1", "c1"], ["a2", "b1"], ["a3"], ["b2"], ["b3"], ["b4"]]
+    assert merged.missing == ["gone_a.jpg", "gone_b.jpg"] and merged.name == "a+b+c"
+    assert a.captions == [["a1"], ["a2"], ["a3"]]  # not changed in place
+    assert merge_caption_sets([a], name="only").name == "only"
+    assert len(merge_caption_sets([])) == 0
 
 
 def _image_dir(rsicd_dir: Path, tmp_path: Path, names: list[str]) -> Path:

@@ -1,5 +1,6 @@
 """Flickr8k download against local archives laid out like the public mirror's: checksums,
-safe unpacking, resume, the offline message, and the data-location rules."""
+safe unpacking, resume, the offline message, and the data-location rules; Flickr30k, which has
+no public download: the message saying where to get it, and the layout it names."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ecgcap.captioning.datasets import read_flickr8k
-from ecgcap.captioning.download import download_flickr8k, flickr8k_place
+from ecgcap.captioning.datasets import load_captions, read_flickr8k
+from ecgcap.captioning.download import FLICKR30K_FORM, download_flickr8k, flickr8k_place
 from ecgcap.runtime.download import extract_zip
 from ecgcap.runtime.errors import EcgcapError
 
@@ -120,3 +121,40 @@ def test_train_caption_offline_without_data_says_data_dir(tmp_path):
     assert "cannot reach http://127.0.0.1:9/Flickr8k_Dataset.zip" in result.stderr
     assert "--data-dir" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def _assert_where_to_get_flickr30k(err: pytest.ExceptionInfo) -> None:
+    message = str(err.value)
+    assert "\n" not in message and err.value.exit_code == 2
+    assert FLICKR30K_FORM == "https://shannon.cs.illinois.edu/DenotationGraph/"
+    assert FLICKR30K_FORM in message and "dataset_flickr30k.json" in message
+    assert "captions.token" in message and "cannot be downloaded" in message
+
+
+def test_flickr30k_without_a_copy_says_where_to_ask_for_it(tmp_path, monkeypatch):
+    with pytest.raises(EcgcapError, match="no flickr30k dataset here") as err:
+        load_captions("flickr30k", data_dir=tmp_path)
+    _assert_where_to_get_flickr30k(err)
+    assert str(err.value).startswith(f"{tmp_path}: ")
+    # with no data folder named, nothing is fetched (unlike flickr8k)
+    monkeypatch.delenv("ECGCAP_DATA", raising=False)
+    monkeypatch.setenv("ECGCAP_FLICKR8K_URL", "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EcgcapError, match="no flickr30k dataset here") as err:
+        load_captions("flickr30k")
+    _assert_where_to_get_flickr30k(err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_flickr30k_laid_out_as_the_message_says_loads(tmp_path):
+    """The publisher's results_20130124.token renamed captions.token, photos in images/."""
+    folder = tmp_path / "flickr30k"
+    (folder / "images").mkdir(parents=True)
+    for name in ("1000092795.jpg", "10002456.jpg"):
+        (folder / "images" / name).write_bytes(_jpeg())
+    (folder / "captions.token").write_text("".join(  # the publisher's spaced-out tokens
+        f"{name}#{k}\tTwo young guys with shaggy hair look at their hands .\n"
+        for name in ("1000092795.jpg", "10002456.jpg") for k in range(5)))
+    data = load_captions("flickr30k", "train", data_dir=tmp_path, report=pytest.fail)
+    assert data.images == ["1000092795.jpg", "10002456.jpg"]
+    assert [len(c) for c in data.captions] == [5, 5]

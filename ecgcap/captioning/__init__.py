@@ -22,15 +22,24 @@ def caption_command(args: argparse.Namespace, out: TextIO) -> int:
     import sys
 
     from ecgcap.captioning.inference import caption_files, load_captioner
+    from ecgcap.runtime.errors import EcgcapError
 
+    if args.attention is not None:
+        if len(args.images) != 1 or not str(args.attention).lower().endswith(".png"):
+            raise EcgcapError("draws one image as a .png: give one image and an OUT.png",
+                              input=f"--attention {args.attention}")
     model, _ = load_captioner(args.model)
+    if args.attention is not None and "soft_attention" not in {x.name for x in model.layers}:
+        raise EcgcapError("this model has no soft attention to draw (use --model photo or "
+                          "rsicd)", input=f"--attention {args.attention}")
     failed: list[str] = []
 
     def report(exc: Exception) -> None:
         failed.append(str(exc))
         print(f"python -m ecgcap.caption: error: {exc}", file=sys.stderr)
 
-    results = caption_files(args.images, model, beam=args.beam, on_error=report)
+    results = caption_files(args.images, model, beam=args.beam, on_error=report,
+                            attention=args.attention)
     if args.json:
         json.dump([{"image": str(p), "caption": c} for p, c in results], out, indent=2)
         out.write("\n")

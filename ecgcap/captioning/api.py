@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,31 @@ from ecgcap.runtime.paths import make_run_dir
 
 
 def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
-    """A :class:`CaptionTrainConfig` from ``train_caption``'s options."""
+    """A :class:`CaptionTrainConfig` from ``train_caption``'s options (an option not given
+    takes the default of its encoder: :data:`PRETRAINED_DEFAULTS` for mobilenet_v2)."""
+    from ecgcap.captioning.config import PRETRAINED_DEFAULTS
     from ecgcap.runtime.errors import EcgcapError
 
+    datasets = list(args.dataset or ["rsicd"])
+    base = PRETRAINED_DEFAULTS if args.encoder == "mobilenet_v2" else {}
+    for key in ("image_size", "embed_dim", "units", "dropout", "scene_loss", "min_count",
+                "patience", "epochs"):
+        if getattr(args, key) is None:
+            setattr(args, key, base.get(key, getattr(CaptionTrainConfig, key)))
+    if args.val_holdout is None:
+        args.val_holdout = 0.0 if datasets[0] == "flickr8k" else CaptionTrainConfig.val_holdout
+    if args.encoder_weights is not None:
+        if args.encoder != "mobilenet_v2":
+            raise EcgcapError("needs --encoder mobilenet_v2",
+                              input=f"--encoder-weights {args.encoder_weights}")
+        if not Path(args.encoder_weights).is_file():
+            raise EcgcapError("no such weights file",
+                              input=f"--encoder-weights {args.encoder_weights}")
+    if args.encoder == "mobilenet_v2" and args.backbone:
+        raise EcgcapError("--backbone is for --encoder convpool", input="--backbone")
+    if args.attention_penalty < 0:
+        raise EcgcapError("must be 0 or more", input=f"--attention-penalty "
+                                                     f"{args.attention_penalty}")
     if args.scene_loss < 0:
         raise EcgcapError("must be 0 or more", input=f"--scene-loss {args.scene_loss}")
     if not 0 <= args.val_holdout < 1:
@@ -31,7 +54,10 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
         if weights != "imagenet" and not Path(weights).is_file():
             raise EcgcapError("no such weights file", input=f"--backbone-weights {weights}")
     return CaptionTrainConfig(
-        dataset=args.dataset, image_size=args.image_size, max_length=args.max_length,
+        dataset=datasets[0], extra_datasets=tuple(datasets[1:]), encoder=args.encoder,
+        encoder_weights=args.encoder_weights, feature_dim=args.feature_dim,
+        attention_units=args.attention_units, attention_penalty=args.attention_penalty,
+        image_size=args.image_size, max_length=args.max_length,
         min_count=args.min_count, encoder_filters=tuple(args.encoder_filters),
         convs_per_block=args.convs_per_block, backbone=args.backbone, backbone_weights=weights,
         embed_dim=args.embed_dim, units=args.units,
@@ -52,7 +78,9 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
 
     config = config_from_args(args)
     report = (lambda line: say(args, line))  # noqa: E731
-    name = args.name or f"{Path(config.dataset).stem}-captioner-seed{config.seed}"
+    stems = "+".join(Path(d).stem for d in (config.dataset, *config.extra_datasets))
+    kind = "" if config.encoder == "convpool" else f"-{config.encoder}"
+    name = args.name or f"{stems}{kind}-captioner-seed{config.seed}"
     if config.pipeline == "memory":  # refused before the images are decoded
         make_run_dir(name, args.runs_dir, overwrite=args.overwrite, resume=args.resume,
                      check_only=True)
@@ -79,14 +107,25 @@ def format_training(report: dict[str, Any]) -> str:
 def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", *, beam: int = 3,
                        data_dir: str | None = None, image_dir: str | None = None,
                        limit: int | None = None, meteor: bool = True,
+                       train_datasets: Sequence[str] = (), neighbours: int = 10,
                        report=None) -> dict[str, Any]:
     """Greedy and beam captions of ``split`` scored beside the two baselines.
+
+    The nearest-neighbour baseline retrieves, under the model's image vector, the most typical
+    caption of the ``neighbours`` nearest training images of ``dataset`` and of
+    ``train_datasets`` (the other sets the model was trained on, a photo in several counted
+    once).
 
     Returns ``{"scores": {row: {metric: value}}, "images": [...], "captions": {row: [...]},
     "references": [...], "fixed_caption": str}``. Baselines need the dataset's train split
     (and val, where the fixed caption is chosen); without them they are left out.
     """
-    from ecgcap.captioning.datasets import CaptionSet, has_splits, load_captions
+    from ecgcap.captioning.datasets import (
+        CaptionSet,
+        has_splits,
+        load_captions,
+        merge_caption_sets,
+    )
     from ecgcap.captioning.decoding import CaptionDecoder
     from ecgcap.captioning.evaluation import fixed_caption, nearest_neighbour, score_captions
     from ecgcap.captioning.images import load_images
@@ -114,10 +153,13 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
         if len(train) and len(val):
             fixed = fixed_caption(train.all_captions(), val.captions)
             captions["fixed caption"] = [fixed] * len(data)
+            if train_datasets:
+                train = merge_caption_sets([train, *(load_captions(
+                    d, "train", data_dir=data_dir, report=report) for d in train_datasets)])
             _, train_vectors = decoder.encode(load_images(train.paths(), decoder.image_size))
             _, vectors = decoder.encode(images)
-            captions["nearest neighbour"] = nearest_neighbour(train_vectors, train.captions,
-                                                              vectors)
+            captions["nearest neighbour"] = nearest_neighbour(
+                train_vectors, train.captions, vectors, k=neighbours)
         elif report:
             report("baselines left out: the dataset has no train or no val images")
     scores = {name: score_captions(data.captions, caps, meteor=meteor)
@@ -135,7 +177,7 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
 
     out = Path(args.out or f"runs/eval-{Path(args.dataset).stem}-{args.split}")
     make_run_dir(out.name, out.parent, overwrite=args.overwrite, check_only=True)  # fail first
-    model, info = load_captioner(args.model)
+    model, info = load_captioner(args.model or ("rsicd" if args.dataset == "rsicd" else "photo"))
     result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
                                 data_dir=args.data_dir, image_dir=args.image_dir,
                                 limit=args.limit, meteor=not args.no_meteor,

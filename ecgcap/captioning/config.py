@@ -12,6 +12,12 @@ class CaptionTrainConfig:
     """Everything that defines a captioner training run (saved in ``report.json``)."""
 
     dataset: str = "rsicd"
+    extra_datasets: tuple[str, ...] = ()  # more training sets (their train splits), one photo once
+    encoder: str = "convpool"            # or "mobilenet_v2": the ImageNet encoder, frozen
+    encoder_weights: str | None = None   # its local weights file
+    feature_dim: int = 512               # mobilenet_v2: features projected to this size
+    attention_units: int = 256           # mobilenet_v2: size of the additive attention
+    attention_penalty: float = 1.0       # mobilenet_v2: the doubly stochastic penalty's weight
     image_size: int = 128
     max_length: int = 24
     min_count: int = 5
@@ -39,3 +45,8 @@ class CaptionTrainConfig:
     log_gradients: bool = False
     pipeline: str = "memory"  # or "shards": stream decoded images from shards (distributed)
     seed: int = 0
+
+
+# what --encoder mobilenet_v2 changes when an option is not given
+PRETRAINED_DEFAULTS = {"image_size": 224, "embed_dim": 256, "units": 512, "dropout": 0.5,
+                       "scene_loss": 0.0, "min_count": 5, "patience": 4, "epochs": 20}

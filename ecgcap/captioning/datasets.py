@@ -1,12 +1,14 @@
 """Caption datasets: images and their reference captions, from the formats users have.
 
-One result type, :class:`CaptionSet`, from four formats:
+One result type, :class:`CaptionSet`, from four formats (and :func:`merge_caption_sets` to train
+on several at once):
 
 - Karpathy-style ``dataset_*.json``: ``{"images": [{"filename", "split", "sentences":
   [{"raw", "tokens"}]}]}`` (RSICD, UCM, Sydney, Flickr8k/30k and COCO are shipped like this);
 - MS-COCO ``captions_*.json``: ``{"images": [{"id", "file_name"}], "annotations":
   [{"image_id", "caption"}]}``;
-- Flickr8k's ``Flickr8k.token.txt`` (``IMAGE.jpg#N<TAB>caption``) with its split lists;
+- Flickr token files (``IMAGE.jpg#N<TAB>caption``): Flickr8k's ``Flickr8k.token.txt`` with its
+  split lists, and Flickr30k's ``captions.token`` (all of it training data);
 - JSON lines, one ``{"filename": ..., "captions": [...]}`` a line.
 
 Images named by the captions but absent from the image folder, and unusable lines, are skipped
@@ -20,7 +22,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,7 +185,51 @@ def read_jsonl(path: str | os.PathLike, image_dir: str | os.PathLike, *,
 
 FLICKR8K_SPLITS = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
                    "test": "Flickr_8k.testImages.txt"}
-_FLICKR_ID = re.compile(r"^([^#\s]+\.jpg)#\d+$")
+_TOKEN_KEY = re.compile(r"^([^#\s]+\.jpg)#\d+$")
+
+
+def _decoded_lines(path: Path) -> tuple[list[tuple[int, str]], list[int]]:
+    """``(number, text)`` of each UTF-8 line of ``path``, and the numbers of the others."""
+    good, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            good.append((n, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            bad.append(n)
+    return good, bad
+
+
+def _read_token_file(path: str | os.PathLike, *, report: Report | None = None
+                    ) -> dict[str, list[str]]:
+    """Captions by image name from a Flickr token file (``IMAGE.jpg#N<TAB>caption`` lines, as
+    Flickr8k's ``Flickr8k.token.txt`` and Flickr30k's ``results_20130124.token``), in file
+    order; unusable lines are reported in one line."""
+    path = Path(path)
+    lines, undecodable = _decoded_lines(path)
+    bad = {n: "not UTF-8" for n in undecodable}
+    captions: dict[str, list[str]] = {}
+    for n, line in lines:
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        match = _TOKEN_KEY.match(key.strip())
+        if not tab or not match:
+            bad[n] = "no tab" if not tab else f"bad id {key!r}"
+            continue
+        captions.setdefault(match.group(1), []).extend(_clean([caption]))
+    if bad:
+        first = min(bad)
+        (report or _warn)(f"{path}: {len(bad)} lines skipped (first: line {first} "
+                          f"({bad[first]}))")
+    return captions
+
+
+def _split_names(path: Path, report: Report) -> list[str]:
+    """The image names of a split list, one a line."""
+    lines, undecodable = _decoded_lines(path)
+    if undecodable:
+        report(f"{path}: {len(undecodable)} lines are not UTF-8; skipped")
+    return [name for _, line in lines if (name := line.strip())]
 
 
 def read_flickr8k(folder: str | os.PathLike, split: str = "train", *,
@@ -197,38 +243,30 @@ def read_flickr8k(folder: str | os.PathLike, split: str = "train", *,
     for f in (token_file, split_file):
         if not f.is_file():
             raise EcgcapError("Flickr8k file not found", input=str(f))
-    captions: dict[str, list[str]] = {}
-    bad: list[str] = []
-    for n, raw in enumerate(token_file.read_bytes().splitlines(), 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(f"line {n} (not UTF-8)")
-            continue
-        if not line.strip():
-            continue
-        key, tab, caption = line.partition("\t")
-        match = _FLICKR_ID.match(key.strip())
-        if not tab or not match:
-            bad.append(f"line {n} ({'no tab' if not tab else 'bad id ' + repr(key)})")
-            continue
-        captions.setdefault(match.group(1), []).extend(_clean([caption]))
-    if bad:
-        report(f"{token_file}: {len(bad)} lines skipped (first: {bad[0]})")
-    names, undecodable = [], 0
-    for raw in split_file.read_bytes().splitlines():
-        try:
-            name = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            undecodable += 1
-            continue
-        if name:
-            names.append(name)
-    if undecodable:
-        report(f"{split_file}: {undecodable} lines are not UTF-8; skipped")
-    pairs = {name: captions.get(name, []) for name in names}
+    captions = _read_token_file(token_file, report=report)
+    pairs = {name: captions.get(name, []) for name in _split_names(split_file, report)}
     return _finish(f"flickr8k-{split}", Path(image_dir or folder / "images"), split_file, pairs,
                    report)
+
+
+def read_flickr30k(folder: str | os.PathLike, split: str = "train", *,
+                   report: Report | None = None) -> CaptionSet:
+    """Flickr30k as in ``shared/data/flickr30k``: ``captions.token`` and ``images/``.
+
+    There is no split list: "train" is every captioned photo present in ``images/``; "val"
+    and "test" are refused (choose on another dataset's val split, e.g. Flickr8k's dev).
+    """
+    folder = Path(folder)
+    _check_split(split)
+    if split != "train":
+        raise EcgcapError("flickr30k here has no val or test split: all of it is training "
+                          "data; choose on another dataset's val split (e.g. flickr8k val)",
+                          input=f"{folder} split {split}")
+    token_file = folder / "captions.token"
+    if not token_file.is_file():
+        raise EcgcapError("Flickr30k file not found", input=str(token_file))
+    pairs = _read_token_file(token_file, report=report)
+    return _finish("flickr30k-train", folder / "images", token_file, pairs, report)
 
 
 def read_rsicd(folder: str | os.PathLike, split: str = "train", *,
@@ -245,15 +283,22 @@ def read_rsicd(folder: str | os.PathLike, split: str = "train", *,
 
 
 DATASETS = {"rsicd": ("captions_test.json", read_rsicd),
-            "flickr8k": ("Flickr8k.token.txt", read_flickr8k)}
+            "flickr8k": ("Flickr8k.token.txt", read_flickr8k),
+            "flickr30k": ("captions.token", read_flickr30k)}
+ONE_SPLIT = frozenset({"flickr30k"})  # known datasets with a train split only
 
 
 def _locate(dataset: str, marker: str, data_dir: str | os.PathLike | None) -> Path:
     """The dataset's folder; Flickr8k is downloaded into the default data folder when neither
-    ``data_dir`` nor ``$ECGCAP_DATA`` names one (as ``train_ecg`` does for PhysioNet)."""
+    ``data_dir`` nor ``$ECGCAP_DATA`` names one (as ``train_ecg`` does for PhysioNet); a
+    missing Flickr30k says where to ask for it (it has no public download)."""
     try:
         return find_dataset(dataset, marker, data_dir)
-    except EcgcapError:
+    except EcgcapError as exc:
+        if dataset == "flickr30k":
+            from ecgcap.captioning.download import flickr30k_not_found
+
+            raise flickr30k_not_found(exc.input) from None
         if dataset != "flickr8k" or data_dir is not None or os.environ.get(DATA_ENV):
             raise
     from ecgcap.captioning.download import download_flickr8k
@@ -261,14 +306,62 @@ def _locate(dataset: str, marker: str, data_dir: str | os.PathLike | None) -> Pa
     return download_flickr8k(resolve_data_dir() / dataset)
 
 
+_FLICKR_NAME = re.compile(r"^([1-9][0-9]*)(?:_[0-9a-f]+)?\.jpe?g$", re.IGNORECASE)
+
+
+def flickr_id(filename: str) -> str | None:
+    """The Flickr photo id in an image file name, else None.
+
+    Flickr8k's ``1000268201_693b08cb0e.jpg`` and Flickr30k's ``1000268201.jpg`` both give
+    ``"1000268201"``: a run of digits (no leading zero, as Flickr ids have none) followed by
+    ``.jpg`` or by ``_`` and a hexadecimal secret then ``.jpg``. Other names (``airport_1.jpg``,
+    RSICD's ``00003.jpg``, COCO's ``000000000009.jpg``) have none.
+    """
+    match = _FLICKR_NAME.match(Path(filename).name)
+    return match.group(1) if match else None
+
+
+def _photo_key(path: Path) -> str:
+    """Who a photo is: ``flickr:ID`` when its name has a Flickr id, else its real file."""
+    fid = flickr_id(path.name)
+    return f"flickr:{fid}" if fid else f"file:{path.resolve()}"
+
+
+def merge_caption_sets(sets: Sequence[CaptionSet], name: str | None = None) -> CaptionSet:
+    """One training set from several; a photo in more than one set is counted once, with the
+    captions of every set it is in (in set order).
+
+    A photo is known by its Flickr id (:func:`flickr_id`) when its file name has one, so
+    Flickr8k's ``ID_secret.jpg`` and Flickr30k's ``ID.jpg`` are one photo; any other name is
+    known by its file (resolved path): ``airport_1.jpg`` of two folders are two photos, unless
+    they are the same file. The first set's file is kept. Order: the first set's images, then
+    each later set's new ones. ``images`` are absolute paths (``image_dir`` is ``/``, so
+    :meth:`CaptionSet.paths` gives the files); ``missing`` is every set's, concatenated.
+    """
+    index: dict[str, int] = {}
+    images: list[str] = []
+    captions: list[list[str]] = []
+    for data in sets:
+        for path, caps in zip(data.paths(), data.captions, strict=True):
+            key = _photo_key(path)
+            if key in index:
+                captions[index[key]].extend(caps)
+                continue
+            index[key] = len(images)
+            images.append(os.path.abspath(path))
+            captions.append(list(caps))
+    return CaptionSet(name or "+".join(s.name for s in sets), Path("/"), images, captions,
+                      [m for s in sets for m in s.missing])
+
+
 def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
                   image_dir: str | os.PathLike | None = None,
                   report: Report | None = None) -> CaptionSet:
     """One interface to every format.
 
-    ``dataset`` is a known name (``rsicd``, ``flickr8k``; found under ``data_dir`` as the commands
-    find data) or a caption file: a Karpathy ``.json``, a COCO ``.json`` or a ``.jsonl`` (images
-    in ``image_dir``, default the file's folder's ``images/``).
+    ``dataset`` is a known name (``rsicd``, ``flickr8k``, ``flickr30k``; found under ``data_dir``
+    as the commands find data) or a caption file: a Karpathy ``.json``, a COCO ``.json`` or a
+    ``.jsonl`` (images in ``image_dir``, default the file's folder's ``images/``).
     """
     _check_split(split)
     if dataset in DATASETS:
@@ -288,11 +381,12 @@ def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.Path
 
 
 def has_splits(dataset: str) -> bool:
-    """Whether ``dataset`` names its own train/val/test splits: the known datasets and Karpathy
-    files do; a COCO or JSON-lines caption file is one split, whatever split is asked for (so
-    its "train" and "val" would be the same images)."""
+    """Whether ``dataset`` names its own train/val/test splits: the known datasets (but
+    ``flickr30k``, a train split only) and Karpathy files do; a COCO or JSON-lines caption file
+    is one split, whatever split is asked for (so its "train" and "val" would be the same
+    images)."""
     if dataset in DATASETS:
-        return True
+        return dataset not in ONE_SPLIT
     path = Path(dataset)
     if path.suffix != ".json" or not path.is_file():
         return False

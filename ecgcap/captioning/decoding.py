@@ -65,7 +65,7 @@ class CaptionDecoder:
         logp = _log_softmax(np.asarray(out[0]))
         if not allow_all:
             logp[:, self._never] = -np.inf
-        return logp, [np.asarray(s) for s in out[1:]]
+        return logp, [np.asarray(s) for s in out[1:1 + len(states)]]
 
     def _beam_chunk(self, fmap: np.ndarray, vector: np.ndarray, beam: int,
                     length_penalty: float) -> list[list[int]]:
@@ -115,6 +115,31 @@ class CaptionDecoder:
             fmap, vector = self.encode(images[i:i + chunk])
             out.extend(self._beam_chunk(fmap, vector, beam, length_penalty))
         return out
+
+    def attention(self, images: np.ndarray, captions: Sequence[Sequence[int]]
+                  ) -> list[np.ndarray]:
+        """Where the model looked for each word of ``captions`` (token ids, as :meth:`decode`
+        gives them): per image ``(words + 1, regions)`` attention weights, one row per word and
+        one for ``<end>``. Only for captioners with soft attention that reports its weights."""
+        if not self.parts.returns_attention:
+            raise ValueError("this captioner does not report its attention weights")
+        fmap, vector = self.encode(images)
+        lengths = [len(c) for c in captions]
+        steps = max(lengths) if lengths else 0
+        tokens = np.zeros((len(images), steps), dtype=np.int64)
+        for i, c in enumerate(captions):
+            tokens[i, :len(c)] = c
+        states = [np.asarray(s) for s in self.parts.init.predict_on_batch(vector)]
+        prev = np.full(len(images), self.vocabulary.index[START])
+        alphas = []
+        for t in range(steps):
+            out = self.parts.step.predict_on_batch(
+                [prev.reshape(-1, 1).astype(np.int32), vector, fmap, *states])
+            states = [np.asarray(s) for s in out[1:-1]]
+            alphas.append(np.asarray(out[-1]))
+            prev = tokens[:, t]
+        stacked = np.stack(alphas, 1) if alphas else np.zeros((len(images), 0, fmap.shape[1]))
+        return [stacked[i, :n] for i, n in enumerate(lengths)]
 
     def caption(self, images: np.ndarray, *, beam: int = 1,
                 length_penalty: float = 1.0) -> list[str]:

@@ -7,6 +7,13 @@ published with mlverse/torchvision's ``flickr8k_caption_dataset``), renamed, and
 :func:`ecgcap.runtime.download.extract_zip` into the layout :func:`read_flickr8k` reads: the text
 files at the top, the images in ``images/``. Offline, it stops with one line naming
 ``--data-dir``; a second run fetches and unpacks only what is missing.
+
+Flickr30k has no public direct download: its publisher hands it out through a form, so
+``load_captions("flickr30k")`` never downloads; without a local copy it stops with one line
+(:func:`flickr30k_not_found`) saying where to ask for it and how to lay it out: the photos in
+``flickr30k/images/``, the publisher's ``results_20130124.token`` renamed ``captions.token``
+(the layout :func:`~ecgcap.captioning.datasets.read_flickr30k` reads), or Karpathy's
+``dataset_flickr30k.json`` given as a caption file, with its train/val/test splits.
 """
 
 from __future__ import annotations
@@ -23,6 +30,20 @@ FLICKR8K_ARCHIVES = {  # name: MD5. The images first: the captions file, which m
     "Flickr8k_Dataset.zip": "f18a1e2920de5bd84dae7cf08ec78978",  # folder as there, comes
     "Flickr8k_text.zip": "bf6c1abcb8e4a833b7f922104de18627",  # last, so an interrupted
 }  # download is found incomplete and continued
+
+
+FLICKR30K_FORM = "https://shannon.cs.illinois.edu/DenotationGraph/"
+
+
+def flickr30k_not_found(root: str | None) -> EcgcapError:
+    """The one-line error for no Flickr30k under the data root ``root``: where to get it."""
+    return EcgcapError(
+        "no flickr30k dataset here (no captions.token in it or in its flickr30k/); point "
+        "--data-dir or ECGCAP_DATA at a copy. It cannot be downloaded for you: ask for it "
+        f"with the form at {FLICKR30K_FORM}, then put its photos in flickr30k/images/ and its "
+        "results_20130124.token beside them as captions.token, or give Karpathy's "
+        "dataset_flickr30k.json (with its splits) to --dataset and the photos to --image-dir",
+        input=root)
 
 
 def flickr8k_place(member: str) -> str | None:

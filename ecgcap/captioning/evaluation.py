@@ -56,6 +56,7 @@ def score_captions(references: Sequence[Sequence[str]], candidates: Sequence[str
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     out["distinct"] = float(len(set(candidates)))
+    out["vocabulary"] = float(len({w for c in candidates for w in tokenize(c)}))
     return out
 
 
@@ -83,25 +84,50 @@ def consensus_caption(captions: Sequence[str]) -> str:
 
 
 def nearest_neighbour(train_vectors: np.ndarray, train_captions: Sequence[Sequence[str]],
-                      vectors: np.ndarray) -> list[str]:
-    """For each row of ``vectors``, the consensus caption of the training image whose vector is
-    closest by cosine similarity."""
+                      vectors: np.ndarray, *, k: int = 1) -> list[str]:
+    """For each row of ``vectors``, the most typical caption of the ``k`` training images whose
+    vectors are closest by cosine similarity (Devlin et al. 2015): the caption whose 1- and
+    2-grams agree best (mean cosine) with the other captions of those images. ``k=1``: the
+    consensus caption of the nearest image."""
     def unit(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
         return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
-    nearest = np.argmax(unit(vectors) @ unit(train_vectors).T, axis=1)
-    return [consensus_caption(train_captions[i]) for i in nearest]
+    sims = unit(vectors) @ unit(train_vectors).T
+    if k <= 1:
+        return [consensus_caption(train_captions[i]) for i in np.argmax(sims, axis=1)]
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return [typical_caption([c for i in row for c in train_captions[i]]) for row in nearest]
+
+
+def typical_caption(captions: Sequence[str]) -> str:
+    """The caption (in ecgcap's tokens) with the highest mean cosine similarity of its 1- and
+    2-gram counts to the other captions (the first on a tie)."""
+    keys = [_key(c) for c in captions if _key(c)]
+    if len(keys) < 2:
+        return keys[0] if keys else ""
+    grams = [Counter([*w, *zip(w, w[1:], strict=False)]) for w in (k.split() for k in keys)]
+    vocab = {g: i for i, g in enumerate({g for c in grams for g in c})}
+    m = np.zeros((len(keys), len(vocab)))
+    for r, c in enumerate(grams):
+        for g, n in c.items():
+            m[r, vocab[g]] = n
+    m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    sim = m @ m.T
+    np.fill_diagonal(sim, 0.0)
+    return keys[int(np.argmax(sim.sum(axis=1)))]
 
 
 def format_scores(rows: dict[str, dict[str, float]]) -> str:
     """A table: one row per captioner, one column per metric (and distinct captions)."""
     metrics = [m for m in METRICS if any(m in r for r in rows.values())]
     width = max(len(n) for n in rows) + 2
-    lines = ["".ljust(width) + "".join(f"{m:>9}" for m in metrics) + f"{'distinct':>10}"]
+    lines = ["".ljust(width) + "".join(f"{m:>9}" for m in metrics) + f"{'distinct':>10}"
+             + f"{'words':>7}"]
     for name, r in rows.items():
         cells = "".join(f"{r[m]:9.3f}" if m in r else f"{'-':>9}" for m in metrics)
-        lines.append(name.ljust(width) + cells + f"{int(r.get('distinct', 0)):10d}")
+        lines.append(name.ljust(width) + cells + f"{int(r.get('distinct', 0)):10d}"
+                     + f"{int(r.get('vocabulary', 0)):7d}")
     return "\n".join(lines)
 
 

@@ -17,16 +17,27 @@ from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.modelfile import load_model
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-SHIPPED = MODELS_DIR / "rsicd_captioner.keras"
+SHIPPED_MODELS = {"photo": MODELS_DIR / "photo_captioner.keras",    # ordinary photographs
+                  "rsicd": MODELS_DIR / "rsicd_captioner.keras"}    # aerial images
+SHIPPED = SHIPPED_MODELS["rsicd"]
+
+
+def captioner_path(model: str | os.PathLike | None = None) -> Path:
+    """The file of ``model``: a shipped model's name (``photo``, the default, or ``rsicd``) or a
+    path."""
+    if model is None:
+        return SHIPPED
+    return SHIPPED_MODELS.get(str(model), Path(model))
 
 
 def load_captioner(path: str | os.PathLike | None = None) -> tuple[Any, dict[str, Any]]:
-    """``(model, info)`` of a captioner file (default: the shipped one), loaded in safe mode.
+    """``(model, info)`` of a captioner: a shipped one by name (``photo``, the default, or
+    ``rsicd``) or a ``.keras`` file, loaded in safe mode.
 
     A file of another kind (an ECG model), a corrupt file, or a model without its vocabulary
     raises :class:`EcgcapError` naming the file.
     """
-    path = Path(path) if path is not None else SHIPPED
+    path = captioner_path(path)
     model, info = load_model(path, (CAPTION_MODEL,))
     try:
         vocabulary = model.get_layer("word_embedding").vocabulary
@@ -40,12 +51,13 @@ def load_captioner(path: str | os.PathLike | None = None) -> tuple[Any, dict[str
 
 def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int = 3,
                   batch_size: int = 64, length_penalty: float = 1.0,
-                  on_error: Callable[[EcgcapError], None] | None = None
-                  ) -> list[tuple[Path, str]]:
+                  on_error: Callable[[EcgcapError], None] | None = None,
+                  attention: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
     """Caption image files and folders of images, ``batch_size`` images at a time.
 
     Unreadable images are passed to ``on_error`` (default: raise) and skipped, so the good
-    images of the same call still get their captions.
+    images of the same call still get their captions. ``attention``: a PNG path where, for a
+    single image, the figure of where the model looked for each word is written.
     """
     if beam < 1:
         raise EcgcapError("must be 1 or more", input=f"--beam {beam}")
@@ -64,6 +76,21 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
                     raise
                 on_error(exc)
         if good:
-            captions = decoder.caption(np.stack(arrays), beam=beam, length_penalty=length_penalty)
+            ids = decoder.decode(np.stack(arrays), beam=beam, length_penalty=length_penalty)
+            captions = [decoder.vocabulary.decode(c) for c in ids]
             out.extend(zip(good, captions, strict=True))
+            if attention is not None:
+                _draw_attention(decoder, good[0], arrays[0], ids[0], attention)
     return out
+
+
+def _draw_attention(decoder: CaptionDecoder, path: Path, image: np.ndarray, ids: list[int],
+                    out: str | os.PathLike) -> None:
+    from ecgcap.captioning.plots import attention_figure
+
+    end = decoder.vocabulary.index["<end>"]
+    words = [int(i) for i in ids[:ids.index(end)]] if end in ids else [int(i) for i in ids]
+    alphas = decoder.attention(image[None], [words + [end]])[0]
+    labels = [decoder.vocabulary.tokens[i] for i in words] + ["<end>"]
+    attention_figure(image, labels, alphas, out, title=f"{path.name}: "
+                     f"{decoder.vocabulary.decode(words)}")

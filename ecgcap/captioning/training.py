@@ -21,7 +21,12 @@ import keras
 import numpy as np
 
 from ecgcap.captioning.config import CaptionTrainConfig
-from ecgcap.captioning.datasets import CaptionSet, has_splits, load_captions
+from ecgcap.captioning.datasets import (
+    CaptionSet,
+    has_splits,
+    load_captions,
+    merge_caption_sets,
+)
 from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import augment, load_images
 from ecgcap.captioning.models import build_captioner
@@ -206,6 +211,7 @@ def build_model(config: CaptionTrainConfig, vocab: Vocabulary, scenes: list[str]
 def _config_json(config: CaptionTrainConfig) -> dict[str, Any]:
     out = asdict(config)
     out["encoder_filters"] = list(config.encoder_filters)
+    out["extra_datasets"] = list(config.extra_datasets)
     return out
 
 
@@ -223,6 +229,10 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
 
     train = load_captions(config.dataset, "train", data_dir=data_dir, image_dir=image_dir,
                           report=report)
+    if config.extra_datasets:  # a photo in several sets counts once, with all its captions
+        train = merge_caption_sets([train, *(load_captions(d, "train", data_dir=data_dir,
+                                                           report=report)
+                                             for d in config.extra_datasets)])
     if has_splits(config.dataset):
         val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
                             report=report)
@@ -304,6 +314,15 @@ def train_captioner(config: CaptionTrainConfig, run_dir: Path, *, data_dir: str 
     continues from its last whole epoch) and only the chief writes models and the report;
     other workers return ``{"worker": index, ...}``.
     """
+    if config.encoder == "mobilenet_v2":
+        if (distribution is not None and distribution.active) or config.pipeline != "memory":
+            raise EcgcapError("the pretrained encoder trains on cached features on one "
+                              "machine", input="--encoder mobilenet_v2")
+        from ecgcap.captioning.feature_training import train_on_features
+
+        return train_on_features(config, run_dir, splits or load_splits(
+            config, data_dir=data_dir, image_dir=image_dir, report=report),
+            data_dir=data_dir, resume=resume, quiet=quiet, config_json=_config_json(config))
     dist = distribution or Distribution()
     streamed = dist.active or config.pipeline == "shards"
     if config.pipeline not in ("memory", "shards"):

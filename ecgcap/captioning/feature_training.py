@@ -1,0 +1,193 @@
+"""Training the pretrained captioner on 2 cores: stage 1 on cached feature maps.
+
+The ImageNet MobileNetV2 is frozen, so its feature maps are computed once per image (and its
+mirror image) and cached (:mod:`ecgcap.captioning.features`); each epoch then runs only the
+attention decoder, over every caption of every training image (an image with ten captions,
+present in two caption sets, is two rows of five). Half the rows, drawn from ``(seed, epoch,
+row)``, use the mirrored image, with "left" and "right" swapped in their captions. The epoch is
+chosen by greedy CIDEr on the val images, never on test. At the end the decoder's weights are
+copied into the full image-to-caption model (encoder included: one ``.keras`` file is the
+model), which is checked to caption the val images as the feature model did.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ecgcap.captioning.config import CaptionTrainConfig
+from ecgcap.captioning.datasets import CaptionSet
+from ecgcap.captioning.decoding import CaptionDecoder
+from ecgcap.captioning.features import compute_features, default_encoder_weights
+from ecgcap.captioning.images import load_images
+from ecgcap.captioning.models import build_captioner
+from ecgcap.captioning.text import Vocabulary
+from ecgcap.runtime.batches import ShuffledBatches
+from ecgcap.runtime.checkpoint import (
+    Checkpoint,
+    StopOnSignal,
+    check_resume_config,
+    checkpoint_files,
+    fit_resumable,
+)
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.modelfile import load_model, save_model, without_optimizer
+
+MIRRORED_WORDS = (("left", "right"),)
+
+
+def caption_rows(data: CaptionSet, vocab: Vocabulary, per_row: int, max_length: int,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(image index per row, captions (rows, per_row, max_length))``: each image's captions
+    in rows of ``per_row`` (the last row of an image completed with some of its captions,
+    drawn with ``seed``), so that every caption is trained on once per epoch."""
+    rng = np.random.default_rng(seed)
+    owners, rows = [], []
+    for i, caps in enumerate(data.captions):
+        for start in range(0, len(caps), per_row):
+            chunk = caps[start:start + per_row]
+            if len(chunk) < per_row:
+                chunk = [*chunk, *rng.choice(caps, per_row - len(chunk)).tolist()]
+            owners.append(i)
+            rows.append([vocab.encode(c, max_length) for c in chunk])
+    return np.array(owners, dtype=np.int64), np.array(rows, dtype=np.int32)
+
+
+def mirror_tokens(captions: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+    """``captions`` with the ids of "left" and "right" swapped (true of the mirrored image)."""
+    out = captions.copy()
+    for a, b in MIRRORED_WORDS:
+        if a in vocab.index and b in vocab.index:
+            ia, ib = vocab.index[a], vocab.index[b]
+            out[captions == ia], out[captions == ib] = ib, ia
+    return out
+
+
+class FeatureBatches(ShuffledBatches):
+    """Each epoch: every caption row once, in an order drawn from ``(seed, epoch)``; with
+    ``augment`` each row uses the mirrored image's features (and captions) at random.
+    Teacher forcing: the captions without their last token in, without ``<start>`` out."""
+
+    def __init__(self, features: np.ndarray, owners: np.ndarray, captions: np.ndarray,
+                 mirrored: np.ndarray, batch_size: int, *, augment: bool = True, seed: int = 0,
+                 epoch: int = 0):
+        super().__init__(len(owners), batch_size, seed=seed, epoch=epoch)
+        self.features, self.owners, self.augment = features, owners, augment
+        self.captions, self.mirrored = captions, mirrored
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self.batch_indices(i))
+        flip = np.random.default_rng((self.seed, self.epoch, i)).integers(0, 2, len(idx)) \
+            if self.augment else np.zeros(len(idx), dtype=np.int64)
+        feats = self.features[self.owners[idx], flip].astype(np.float32)
+        caps = np.where(flip[:, None, None] == 1, self.mirrored[idx], self.captions[idx])
+        return {"image": feats, "caption": caps[:, :, :-1]}, {"words": caps[:, :, 1:]}
+
+
+def _builder_args(config: CaptionTrainConfig) -> dict[str, Any]:
+    return {"max_length": config.max_length, "embed_dim": config.embed_dim,
+            "units": config.units, "feature_dim": config.feature_dim,
+            "attention_units": config.attention_units,
+            "attention_penalty": config.attention_penalty, "dropout": config.dropout,
+            "name": re.sub(r"\W", "_", Path(config.dataset).stem) + "_captioner"}
+
+
+def full_model(features_model: keras.Model, config: CaptionTrainConfig,
+               weights: str | Path) -> keras.Model:
+    """The image-to-caption model with the decoder weights of ``features_model``."""
+    vocab = features_model.get_layer("word_embedding").vocabulary
+    model = build_captioner(vocab, encoder="mobilenet_v2", encoder_weights=str(weights),
+                            image_size=config.image_size, **_builder_args(config))
+    for layer in features_model.layers:
+        if layer.weights and layer.name != "encoder":
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
+
+
+def train_on_features(config: CaptionTrainConfig, run_dir: Path,
+                      splits: tuple[CaptionSet, CaptionSet], *, data_dir: str | None = None,
+                      resume: bool = False, quiet: bool = False,
+                      config_json: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1: train the attention decoder on cached MobileNetV2 features; write
+    ``model.keras`` (the full model) and ``report.json`` to ``run_dir``."""
+    from ecgcap.captioning.training import (
+        CAPTION_MODEL,
+        HalveOnPlateau,
+        ValidationCider,
+        cider,
+        words_loss,
+    )
+
+    if resume:
+        check_resume_config(run_dir / "state.json", config_json)
+    t0 = time.perf_counter()
+    train, val = splits
+    weights = Path(config.encoder_weights) if config.encoder_weights \
+        else default_encoder_weights(data_dir)
+    features = compute_features(train.paths(), weights, image_size=config.image_size,
+                                quiet=quiet)
+    val_features = compute_features(val.paths(), weights, image_size=config.image_size,
+                                    quiet=quiet)[:, 0].astype(np.float32)
+    state = None
+    if resume:
+        ckpt, state_file = checkpoint_files(run_dir, resume=True)
+        model, _ = load_model(ckpt, (CAPTION_MODEL,))
+        vocab = Vocabulary(model.get_layer("word_embedding").vocabulary)
+        state = json.loads(state_file.read_text())
+    else:
+        vocab = Vocabulary.build(train.all_captions(), config.min_count)
+        model = build_captioner(vocab.tokens, encoder="features",
+                                feature_shape=features.shape[2:], **_builder_args(config))
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate,
+                                                      clipnorm=config.clipnorm),
+                      loss={"words": words_loss()})
+    owners, captions = caption_rows(train, vocab, config.captions_per_image, config.max_length,
+                                    config.seed)
+    data = FeatureBatches(features, owners, captions, mirror_tokens(captions, vocab),
+                          config.batch_size, augment=config.augment, seed=config.seed)
+    describes = "aerial and satellite images" if config.dataset == "rsicd" \
+        else "ordinary photographs"
+    info = {"kind": CAPTION_MODEL, "dataset": config.dataset,
+            "datasets": [config.dataset, *config.extra_datasets], "encoder": config.encoder,
+            "image_size": config.image_size, "max_length": config.max_length,
+            "vocabulary_size": len(vocab), "scenes": [], "describes": describes}
+    checkpoint = Checkpoint(run_dir, {**info, "stage": "features"}, monitor="val_cider",
+                            patience=config.patience, state=state, config=config_json)
+    callbacks = [StopOnSignal(), data.callback(), ValidationCider(val_features, val.captions),
+                 HalveOnPlateau(checkpoint, config.learning_rate), checkpoint]
+    prep_seconds = time.perf_counter() - t0
+    train_seconds = fit_resumable(model, data, checkpoint, run_dir, epochs=config.epochs,
+                                  initial_epoch=checkpoint.state["epoch"], shuffle=False,
+                                  callbacks=callbacks, verbose=0 if quiet else 2)
+    best, _ = load_model(run_dir / "best.keras", (CAPTION_MODEL,))
+    feature_captions = CaptionDecoder(best).caption(val_features)
+    model_out = full_model(best, config, weights)
+    val_images = load_images(val.paths(), config.image_size, quiet=True)
+    image_captions = CaptionDecoder(model_out).caption(val_images)
+    agree = sum(a == b for a, b in zip(feature_captions, image_captions, strict=True))
+    if agree < 0.9 * len(val):
+        raise EcgcapError(f"the full model captions only {agree} of {len(val)} val images as "
+                          "the feature model does", input=str(run_dir))
+    result: dict[str, Any] = {
+        "config": config_json,
+        "images": {"train": len(train), "val": len(val)},
+        "captions": {"train": len(train.all_captions()), "rows": len(owners)},
+        "vocabulary_size": len(vocab), "scenes": [],
+        "best_epoch": checkpoint.state["best_epoch"],
+        "epochs_run": checkpoint.state["epoch"],
+        "history": checkpoint.state["history"],
+        "val": {"cider_greedy": cider(val.captions, image_captions),
+                "distinct_captions": len(set(image_captions)),
+                "same_caption_as_feature_model": agree},
+        "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
+    }
+    save_model(without_optimizer(model_out), run_dir / "model.keras", info)
+    atomic_write_json(run_dir / "report.json", result)
+    return result
