@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mobilenet_v2: size of the additive attention")
     parser.add_argument("--attention-penalty", type=float, default=C.attention_penalty,
                         help="mobilenet_v2: weight of the doubly stochastic attention penalty")
+    parser.add_argument("--fine-tune-blocks", type=int, default=0, metavar="N",
+                        help="mobilenet_v2, stage 2 after the cached-feature stage: unfreeze "
+                             "the top N blocks and train on decoded, mirrored images (0: off)")
+    parser.add_argument("--fine-tune-epochs", type=positive_int, default=C.fine_tune_epochs,
+                        help="stage 2 epochs")
+    parser.add_argument("--fine-tune-learning-rate", type=positive_float,
+                        default=C.fine_tune_learning_rate, help="stage 2 learning rate")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"maximum epochs (default {C.epochs}*)")
     parser.add_argument("--batch-size", type=positive_int, default=C.batch_size,
@@ -103,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of the training images (stratified by scene) added to the "
                              "val split for selection; 0 = the val split alone (default: 0 "
                              f"for flickr8k, else {C.val_holdout})")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train on this share of the training images (0 to 1, drawn with "
+                             "--seed; for learning curves)")
     parser.add_argument("--log-gradients", action="store_true",
                         help="log each layer's gradient norm (before clipping) every epoch")
     parser.add_argument("--pipeline", default="memory", choices=("memory", "shards"),

@@ -36,6 +36,12 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
                               input=f"--encoder-weights {args.encoder_weights}")
     if args.encoder == "mobilenet_v2" and args.backbone:
         raise EcgcapError("--backbone is for --encoder convpool", input="--backbone")
+    if args.fine_tune_blocks and (args.encoder != "mobilenet_v2" or not
+                                  0 < args.fine_tune_blocks <= 17):
+        raise EcgcapError("needs --encoder mobilenet_v2 and N from 1 to 17 (its blocks)",
+                          input=f"--fine-tune-blocks {args.fine_tune_blocks}")
+    if not 0 < args.train_fraction <= 1:
+        raise EcgcapError("must be in (0, 1]", input=f"--train-fraction {args.train_fraction}")
     if args.attention_penalty < 0:
         raise EcgcapError("must be 0 or more", input=f"--attention-penalty "
                                                      f"{args.attention_penalty}")
@@ -57,6 +63,8 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
         dataset=datasets[0], extra_datasets=tuple(datasets[1:]), encoder=args.encoder,
         encoder_weights=args.encoder_weights, feature_dim=args.feature_dim,
         attention_units=args.attention_units, attention_penalty=args.attention_penalty,
+        fine_tune_blocks=args.fine_tune_blocks, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
         image_size=args.image_size, max_length=args.max_length,
         min_count=args.min_count, encoder_filters=tuple(args.encoder_filters),
         convs_per_block=args.convs_per_block, backbone=args.backbone, backbone_weights=weights,
@@ -66,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
         scene_loss=args.scene_loss, batch_size=args.batch_size, epochs=args.epochs,
         learning_rate=args.learning_rate, clipnorm=None if args.no_clip else args.clipnorm,
         patience=args.patience, augment=not args.no_augment, val_images=args.val_images,
-        val_holdout=args.val_holdout,
+        val_holdout=args.val_holdout, train_fraction=args.train_fraction,
         log_gradients=args.log_gradients, seed=args.seed,
         pipeline="shards" if args.distribute != "none" else args.pipeline)
 

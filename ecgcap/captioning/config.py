@@ -18,6 +18,9 @@ class CaptionTrainConfig:
     feature_dim: int = 512               # mobilenet_v2: features projected to this size
     attention_units: int = 256           # mobilenet_v2: size of the additive attention
     attention_penalty: float = 1.0       # mobilenet_v2: the doubly stochastic penalty's weight
+    fine_tune_blocks: int = 0            # stage 2: unfreeze MobileNetV2's top N blocks (0: none)
+    fine_tune_epochs: int = 3            # stage 2: epochs on decoded images
+    fine_tune_learning_rate: float = 1e-4  # stage 2: Adam's rate
     image_size: int = 128
     max_length: int = 24
     min_count: int = 5
@@ -42,6 +45,7 @@ class CaptionTrainConfig:
     augment: bool = True
     val_images: int | None = None
     val_holdout: float = 0.05
+    train_fraction: float = 1.0  # train on this share of the training images (learning curves)
     log_gradients: bool = False
     pipeline: str = "memory"  # or "shards": stream decoded images from shards (distributed)
     seed: int = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ecgcap.captioning.models import build_captioner
 from ecgcap.captioning.text import Vocabulary
 from ecgcap.runtime.batches import ShuffledBatches
 from ecgcap.runtime.checkpoint import (
+    RESUMABLE_OPTIONS,
     Checkpoint,
     StopOnSignal,
     check_resume_config,
@@ -41,6 +43,7 @@ from ecgcap.runtime.files import atomic_write_json
 from ecgcap.runtime.modelfile import load_model, save_model, without_optimizer
 
 MIRRORED_WORDS = (("left", "right"),)
+STAGE2_OPTIONS = frozenset({"fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate"})
 
 
 def caption_rows(data: CaptionSet, vocab: Vocabulary, per_row: int, max_length: int,
@@ -70,25 +73,40 @@ def mirror_tokens(captions: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     return out
 
 
-class FeatureBatches(ShuffledBatches):
+class RowBatches(ShuffledBatches):
     """Each epoch: every caption row once, in an order drawn from ``(seed, epoch)``; with
-    ``augment`` each row uses the mirrored image's features (and captions) at random.
+    ``augment`` each row uses its mirrored image (and captions) at random. ``inputs(owners,
+    mirrored)`` gives the model's image input (cached features or decoded pixels) of a batch.
     Teacher forcing: the captions without their last token in, without ``<start>`` out."""
 
-    def __init__(self, features: np.ndarray, owners: np.ndarray, captions: np.ndarray,
-                 mirrored: np.ndarray, batch_size: int, *, augment: bool = True, seed: int = 0,
-                 epoch: int = 0):
+    def __init__(self, inputs: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 owners: np.ndarray, captions: np.ndarray, mirrored: np.ndarray,
+                 batch_size: int, *, augment: bool = True, seed: int = 0, epoch: int = 0):
         super().__init__(len(owners), batch_size, seed=seed, epoch=epoch)
-        self.features, self.owners, self.augment = features, owners, augment
+        self.inputs, self.owners, self.augment = inputs, owners, augment
         self.captions, self.mirrored = captions, mirrored
 
     def __getitem__(self, i: int):
         idx = np.sort(self.batch_indices(i))
         flip = np.random.default_rng((self.seed, self.epoch, i)).integers(0, 2, len(idx)) \
             if self.augment else np.zeros(len(idx), dtype=np.int64)
-        feats = self.features[self.owners[idx], flip].astype(np.float32)
+        x = self.inputs(self.owners[idx], flip)
         caps = np.where(flip[:, None, None] == 1, self.mirrored[idx], self.captions[idx])
-        return {"image": feats, "caption": caps[:, :, :-1]}, {"words": caps[:, :, 1:]}
+        return {"image": x, "caption": caps[:, :, :-1]}, {"words": caps[:, :, 1:]}
+
+
+def cached_inputs(features: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Rows' inputs from cached ``(images, 2, regions, channels)`` feature maps."""
+    return lambda owners, flip: features[owners, flip].astype(np.float32)
+
+
+def pixel_inputs(images: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Rows' inputs from decoded ``(images, H, W, 3)`` pixels, mirrored where asked."""
+    def get(owners: np.ndarray, flip: np.ndarray) -> np.ndarray:
+        x = images[owners].astype(np.float32)
+        x[flip == 1] = x[flip == 1, :, ::-1]
+        return x
+    return get
 
 
 def _builder_args(config: CaptionTrainConfig) -> dict[str, Any]:
@@ -125,8 +143,9 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
         words_loss,
     )
 
-    if resume:
-        check_resume_config(run_dir / "state.json", config_json)
+    if resume:  # stage 2 may be added to a run, or lengthened
+        check_resume_config(run_dir / "state.json", config_json,
+                            may_change=RESUMABLE_OPTIONS | STAGE2_OPTIONS)
     t0 = time.perf_counter()
     train, val = splits
     weights = Path(config.encoder_weights) if config.encoder_weights \
@@ -150,8 +169,9 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
                       loss={"words": words_loss()})
     owners, captions = caption_rows(train, vocab, config.captions_per_image, config.max_length,
                                     config.seed)
-    data = FeatureBatches(features, owners, captions, mirror_tokens(captions, vocab),
-                          config.batch_size, augment=config.augment, seed=config.seed)
+    mirrored = mirror_tokens(captions, vocab)
+    data = RowBatches(cached_inputs(features), owners, captions, mirrored, config.batch_size,
+                      augment=config.augment, seed=config.seed)
     describes = "aerial and satellite images" if config.dataset == "rsicd" \
         else "ordinary photographs"
     info = {"kind": CAPTION_MODEL, "dataset": config.dataset,
@@ -175,6 +195,15 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
     if agree < 0.9 * len(val):
         raise EcgcapError(f"the full model captions only {agree} of {len(val)} val images as "
                           "the feature model does", input=str(run_dir))
+    stage1 = {"cider_greedy": cider(val.captions, image_captions),
+              "distinct_captions": len(set(image_captions)),
+              "same_caption_as_feature_model": agree}
+    fine: dict[str, Any] | None = None
+    if config.fine_tune_blocks:
+        model_out, fine = fine_tune(model_out, config, train, val_images, val.captions,
+                                    (owners, captions, mirrored), run_dir / "fine_tune", info,
+                                    resume=resume, quiet=quiet, config_json=config_json)
+        image_captions = CaptionDecoder(model_out).caption(val_images)
     result: dict[str, Any] = {
         "config": config_json,
         "images": {"train": len(train), "val": len(val)},
@@ -184,10 +213,72 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
         "epochs_run": checkpoint.state["epoch"],
         "history": checkpoint.state["history"],
         "val": {"cider_greedy": cider(val.captions, image_captions),
-                "distinct_captions": len(set(image_captions)),
-                "same_caption_as_feature_model": agree},
+                "distinct_captions": len(set(image_captions))},
+        "stage1_val": stage1,
         "seconds": {"prepare": round(prep_seconds, 1), "train": round(train_seconds, 1)},
     }
+    if fine is not None:
+        result["fine_tune"] = fine
     save_model(without_optimizer(model_out), run_dir / "model.keras", info)
     atomic_write_json(run_dir / "report.json", result)
     return result
+
+
+def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
+    """Make MobileNetV2's last ``blocks`` inverted-residual blocks (and its final 1x1 conv)
+    trainable, every other encoder layer frozen; BatchNorm stays in inference mode (the
+    encoder is called with ``training=False``). Returns the unfrozen layers' names."""
+    net = next(layer for layer in model.get_layer("encoder").layers
+               if isinstance(layer, keras.Model))
+    ids = sorted({int(m.group(1)) for layer in net.layers
+                  if (m := re.match(r"block_(\d+)_", layer.name))})
+    top = set(ids[-blocks:]) if blocks > 0 else set()
+    net.trainable = True
+    names = []
+    for layer in net.layers:
+        m = re.match(r"block_(\d+)_", layer.name)
+        layer.trainable = bool((m and int(m.group(1)) in top) or layer.name.startswith("Conv_1"))
+        if layer.trainable and layer.weights:
+            names.append(layer.name)
+    return names
+
+
+def fine_tune(model: keras.Model, config: CaptionTrainConfig, train: CaptionSet,
+              val_images: np.ndarray, val_references: list[list[str]],
+              rows: tuple[np.ndarray, np.ndarray, np.ndarray], folder: Path,
+              info: dict[str, Any], *, resume: bool, quiet: bool,
+              config_json: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+    """Stage 2: the full model with MobileNetV2's top ``config.fine_tune_blocks`` blocks
+    unfrozen, trained on decoded (and mirrored) images at ``fine_tune_learning_rate``, chosen
+    by val CIDEr; checkpoints in ``folder`` (``--resume`` continues there, or starts stage 2
+    after a finished stage 1). Returns the best model and a summary."""
+    from ecgcap.captioning.training import CAPTION_MODEL, ValidationCider, words_loss
+
+    state = None
+    if resume and (folder / "state.json").is_file():
+        check_resume_config(folder / "state.json", config_json,
+                            may_change=RESUMABLE_OPTIONS | {"fine_tune_epochs"})
+        model, _ = load_model(folder / "checkpoint.keras", (CAPTION_MODEL,))
+        state = json.loads((folder / "state.json").read_text())
+    unfrozen = unfreeze_top_blocks(model, config.fine_tune_blocks)
+    if state is None:
+        model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate,
+                                                      clipnorm=config.clipnorm),
+                      loss={"words": words_loss()})
+    folder.mkdir(parents=True, exist_ok=True)
+    images = load_images(train.paths(), config.image_size, quiet=quiet)
+    owners, captions, mirrored = rows
+    data = RowBatches(pixel_inputs(images), owners, captions, mirrored, config.batch_size,
+                      augment=config.augment, seed=config.seed + 1)
+    checkpoint = Checkpoint(folder, {**info, "stage": "fine_tune"}, monitor="val_cider",
+                            patience=config.patience, state=state, config=config_json)
+    callbacks = [StopOnSignal(), data.callback(), ValidationCider(val_images, val_references),
+                 checkpoint]
+    seconds = fit_resumable(model, data, checkpoint, folder, epochs=config.fine_tune_epochs,
+                            initial_epoch=checkpoint.state["epoch"], shuffle=False,
+                            callbacks=callbacks, verbose=0 if quiet else 2)
+    best, _ = load_model(folder / "best.keras", (CAPTION_MODEL,))
+    return best, {"blocks": config.fine_tune_blocks, "unfrozen_layers": unfrozen,
+                  "best_epoch": checkpoint.state["best_epoch"],
+                  "epochs_run": checkpoint.state["epoch"],
+                  "history": checkpoint.state["history"], "seconds": round(seconds, 1)}

@@ -233,6 +233,11 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
         train = merge_caption_sets([train, *(load_captions(d, "train", data_dir=data_dir,
                                                            report=report)
                                              for d in config.extra_datasets)])
+    if config.train_fraction < 1.0:  # a seeded subset of the photos, all their captions
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(train))[
+            :max(1, round(config.train_fraction * len(train)))])
+        train = CaptionSet(train.name, train.image_dir, [train.images[i] for i in keep],
+                           [train.captions[i] for i in keep], train.missing)
     if has_splits(config.dataset):
         val = load_captions(config.dataset, "val", data_dir=data_dir, image_dir=image_dir,
                             report=report)
