@@ -202,3 +202,29 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     assert bad.returncode == 2 and not (tmp_path / "two.png").exists()
     assert bad.stderr.strip().splitlines()[-1].endswith(
         "draws one image as a .png: give one image and an OUT.png")
+
+
+def test_several_caption_sets_are_one_training_set_reported_at_start(flickr8k_dir,
+                                                                     flickr30k_dir):
+    from ecgcap.captioning.config import CaptionTrainConfig
+    from ecgcap.captioning.datasets import flickr_id, read_flickr8k, read_flickr30k
+    from ecgcap.captioning.training import load_splits
+
+    lines: list[str] = []
+    config = CaptionTrainConfig(dataset="flickr8k", extra_datasets=("flickr30k",),
+                                val_holdout=0.0)
+    train, val = load_splits(config, data_dir=flickr8k_dir.parent, report=lines.append)
+    f8 = read_flickr8k(flickr8k_dir, "train", report=lambda line: None)
+    f30 = read_flickr30k(flickr30k_dir, report=lambda line: None)
+    shared = {flickr_id(f) for f in f8.images} & {flickr_id(f) for f in f30.images}
+    assert len(train) == len(f8) + len(f30) - len(shared)
+    assert len(train.all_captions()) == len(f8.all_captions()) + len(f30.all_captions())
+    assert len(val) == len(read_flickr8k(flickr8k_dir, "val", report=lambda line: None))
+    [line] = [x for x in lines if x.startswith("training sets:")]
+    assert line == (f"training sets: flickr8k-train {len(f8)} + flickr30k-train {len(f30)} "
+                    f"photos = {len(train)} distinct ({len(shared)} in more than one, counted "
+                    f"once), {len(train.all_captions())} captions")
+    half = load_splits(CaptionTrainConfig(dataset="flickr8k", extra_datasets=("flickr30k",),
+                                          val_holdout=0.0, train_fraction=0.5),
+                       data_dir=flickr8k_dir.parent, report=lambda line: None)[0]
+    assert len(half) == round(len(train) / 2) and set(half.images) <= set(train.images)

@@ -94,6 +94,8 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                      check_only=True)
         checkpoint_files(Path(args.runs_dir) / name, resume=args.resume)
     splits = load_splits(config, data_dir=args.data_dir, image_dir=args.image_dir, report=report)
+    report(f"{len(splits[0])} training images ({len(splits[0].all_captions())} captions), "
+           f"{len(splits[1])} val images")
     with tidy_on_failure(args.runs_dir) as made:
         run_dir, dist = training_run_dir(args, name, config)
         made.append(run_dir)

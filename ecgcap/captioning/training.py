@@ -230,9 +230,13 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
     train = load_captions(config.dataset, "train", data_dir=data_dir, image_dir=image_dir,
                           report=report)
     if config.extra_datasets:  # a photo in several sets counts once, with all its captions
-        train = merge_caption_sets([train, *(load_captions(d, "train", data_dir=data_dir,
-                                                           report=report)
-                                             for d in config.extra_datasets)])
+        sets = [train, *(load_captions(d, "train", data_dir=data_dir, report=report)
+                         for d in config.extra_datasets)]
+        train = merge_caption_sets(sets)
+        if report:
+            report(f"training sets: {' + '.join(f'{s.name} {len(s)}' for s in sets)} photos = "
+                   f"{len(train)} distinct ({sum(map(len, sets)) - len(train)} in more than "
+                   f"one, counted once), {len(train.all_captions())} captions")
     if config.train_fraction < 1.0:  # a seeded subset of the photos, all their captions
         keep = np.sort(np.random.default_rng(config.seed).permutation(len(train))[
             :max(1, round(config.train_fraction * len(train)))])
