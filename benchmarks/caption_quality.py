@@ -13,6 +13,10 @@ training set the model was trained on). Bars (beam 3):
 - photo, Flickr8k dev: BLEU-4 >= 0.18, CIDEr >= 0.42, >= 110 distinct captions, CIDEr at least
   0.10 above the nearest-neighbour baseline;
 - rsicd, RSICD test: CIDEr >= 1.00, BLEU-4 >= 0.30.
+
+The photo figures are on Flickr8k's dev split, the split that also chose the epoch (greedy
+CIDEr, ecgcap tokens): no test photo is in the shared data; the test split is measured
+elsewhere.
 """
 
 from __future__ import annotations

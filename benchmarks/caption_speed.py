@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run([sys.executable, "-m", "ecgcap.caption", str(paths[0]), "--model",
                                str(args.model)], capture_output=True, text=True)
         walls.append(time.perf_counter() - t)
+        if done.returncode != 0:
+            print(f"caption failed: {done.stderr.strip().splitlines()[-1:]}")
+            return 1
     print(f"\ncaption one.jpg end to end (new process, beam 3): median "
           f"{statistics.median(walls):.2f} s of {', '.join(f'{w:.2f}' for w in walls)}; "
           f"{done.stdout.strip()}")

@@ -28,6 +28,12 @@ def photos(flickr8k_dir) -> list[Path]:
     return sorted((flickr8k_dir / "images").iterdir())[:3]
 
 
+def _mobilenet(model):
+    encoder = model.get_layer("encoder") if "encoder" in {x.name for x in model.layers} \
+        else model
+    return next(x for x in encoder.layers if x.name.startswith("mobilenetv2"))
+
+
 def _features_model(shape=(9, 5), **kw):
     from ecgcap.captioning.models import build_captioner
 
@@ -46,11 +52,12 @@ def test_doubly_stochastic_penalty_by_hand():
     words = rng.normal(size=(2, 5, 3)).astype("float32")
     feats = rng.normal(size=(2, 4, 6)).astype("float32")
     h = c = np.zeros((2, 4), "float32")
-    tokens = np.array([[2, 5, 6, 0, 0], [2, 4, 5, 6, 7]], dtype="int32")
+    # inputs: <start> words... <end> <pad>; the step fed <end> predicts padding: not counted
+    tokens = np.array([[2, 5, 6, 3, 0], [2, 4, 5, 6, 7]], dtype="int32")
     _, _, alpha, _, _ = layer([words, feats, h, c, tokens], training=True)
     alpha = keras.ops.convert_to_numpy(alpha)
     np.testing.assert_allclose(alpha.sum(-1), 1.0, rtol=1e-5)  # a distribution per step
-    real = (tokens != 0)[..., None]
+    real = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)[..., None]
     expected = 0.5 * ((1 - (alpha * real).sum(1)) ** 2).sum() / real.sum()
     assert len(layer.losses) == 1
     np.testing.assert_allclose(float(keras.ops.convert_to_numpy(layer.losses[0])), expected,
@@ -72,7 +79,18 @@ def test_compiled_greedy_and_beam_agree_with_predict_and_batches():
     ids = decoder.decode(feats[:2])
     alphas = decoder.attention(feats[:2], [[*c, 3] for c in ids])
     assert [a.shape for a in alphas] == [(len(c) + 1, 9) for c in ids]
-    np.testing.assert_allclose(alphas[0].sum(-1), 1.0, rtol=1e-5)
+    # row t is where the model looked to emit word t: the teacher-forced layer, fed <start>
+    # and the caption, gives the same weights
+    import keras
+
+    alpha_of = keras.Model(model.inputs, model.get_layer("soft_attention").output[2])
+    for f, c, a in zip(feats[:2], ids, alphas, strict=True):
+        caption = np.zeros((1, 1, 7), dtype="int32")
+        fed = [2, *c][:7]
+        caption[0, 0, :len(fed)] = fed
+        forced = alpha_of.predict({"image": f[None], "caption": caption}, verbose=0)[0]
+        n = min(len(a), 7)  # a caption of the maximum length has no step that emits <end>
+        np.testing.assert_allclose(a[:n], forced[:n], atol=1e-5)
 
 
 def test_save_load_round_trip_in_safe_mode(tmp_path):
@@ -186,6 +204,19 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     assert fine["epochs_run"] == 2 and fine["fine_tune"]["epochs_run"] == 1
     assert fine["fine_tune"]["unfrozen_layers"][0].startswith("block_16_")
     assert set(fine["fine_tune"]["unfrozen_layers"]) >= {"Conv_1", "block_16_project"}
+    assert not any(n.endswith("BN") or n.endswith("_bn") for n in
+                   fine["fine_tune"]["unfrozen_layers"])
+    # batch norm kept its ImageNet statistics through stage 2 (frozen, inference mode)
+    import keras
+
+    from ecgcap.captioning.models import build_pretrained_encoder
+
+    tuned_bn = _mobilenet(keras.saving.load_model(runs / "tiny" / "fine_tune" /
+                                                  "checkpoint.keras")).get_layer("Conv_1_bn")
+    fresh_bn = _mobilenet(build_pretrained_encoder(224, weights=str(weights))).get_layer(
+        "Conv_1_bn")
+    for a, b in zip(tuned_bn.get_weights(), fresh_bn.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     model = runs / "tiny" / "model.keras"
     photo = flickr8k_dir / "images" / entries[0]["filename"]
     png = tmp_path / "attention.png"
@@ -202,6 +233,15 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     assert bad.returncode == 2 and not (tmp_path / "two.png").exists()
     assert bad.stderr.strip().splitlines()[-1].endswith(
         "draws one image as a .png: give one image and an OUT.png")
+    folder = run_module("ecgcap.caption", str(flickr8k_dir / "images"), "--model", str(model),
+                        "--attention", str(tmp_path / "folder.png"))
+    assert folder.returncode == 2 and not (tmp_path / "folder.png").exists()
+    assert "draws one image;" in folder.stderr.strip().splitlines()[-1]
+    checkpoint = run_module("ecgcap.caption", str(photo), "--model",
+                            str(runs / "tiny" / "best.keras"))
+    assert checkpoint.returncode == 2 and checkpoint.stderr.strip().splitlines()[-1].endswith(
+        "a training checkpoint (cached-feature or stage-2 model); caption with the run "
+        "folder's model.keras")
 
 
 def test_several_caption_sets_are_one_training_set_reported_at_start(flickr8k_dir,

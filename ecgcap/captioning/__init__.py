@@ -30,8 +30,8 @@ def caption_command(args: argparse.Namespace, out: TextIO) -> int:
                               input=f"--attention {args.attention}")
     model, _ = load_captioner(args.model)
     if args.attention is not None and "soft_attention" not in {x.name for x in model.layers}:
-        raise EcgcapError("this model has no soft attention to draw (use --model photo or "
-                          "rsicd)", input=f"--attention {args.attention}")
+        raise EcgcapError("this model has no soft attention over a feature grid to draw (the "
+                          "shipped photo model has)", input=f"--attention {args.attention}")
     failed: list[str] = []
 
     def report(exc: Exception) -> None:

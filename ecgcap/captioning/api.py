@@ -36,9 +36,13 @@ def config_from_args(args: argparse.Namespace) -> CaptionTrainConfig:
                               input=f"--encoder-weights {args.encoder_weights}")
     if args.encoder == "mobilenet_v2" and args.backbone:
         raise EcgcapError("--backbone is for --encoder convpool", input="--backbone")
+    if args.encoder == "mobilenet_v2" and (args.distribute != "none"
+                                           or args.pipeline != "memory"):
+        raise EcgcapError("the pretrained encoder trains on cached features on one machine",
+                          input="--encoder mobilenet_v2")
     if args.fine_tune_blocks and (args.encoder != "mobilenet_v2" or not
-                                  0 < args.fine_tune_blocks <= 17):
-        raise EcgcapError("needs --encoder mobilenet_v2 and N from 1 to 17 (its blocks)",
+                                  0 < args.fine_tune_blocks <= 16):
+        raise EcgcapError("needs --encoder mobilenet_v2 and N from 1 to 16 (its blocks)",
                           input=f"--fine-tune-blocks {args.fine_tune_blocks}")
     if not 0 < args.train_fraction <= 1:
         raise EcgcapError("must be in (0, 1]", input=f"--train-fraction {args.train_fraction}")
@@ -135,6 +139,7 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
         has_splits,
         load_captions,
         merge_caption_sets,
+        without_photos,
     )
     from ecgcap.captioning.decoding import CaptionDecoder
     from ecgcap.captioning.evaluation import fixed_caption, nearest_neighbour, score_captions
@@ -163,9 +168,11 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
         if len(train) and len(val):
             fixed = fixed_caption(train.all_captions(), val.captions)
             captions["fixed caption"] = [fixed] * len(data)
-            if train_datasets:
-                train = merge_caption_sets([train, *(load_captions(
-                    d, "train", data_dir=data_dir, report=report) for d in train_datasets)])
+            if train_datasets:  # never the evaluated photos themselves
+                extra = [without_photos(load_captions(d, "train", data_dir=data_dir,
+                                                      report=report), [data])[0]
+                         for d in train_datasets]
+                train = merge_caption_sets([train, *extra])
             _, train_vectors = decoder.encode(load_images(train.paths(), decoder.image_size))
             _, vectors = decoder.encode(images)
             captions["nearest neighbour"] = nearest_neighbour(
@@ -191,6 +198,8 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
                                 data_dir=args.data_dir, image_dir=args.image_dir,
                                 limit=args.limit, meteor=not args.no_meteor,
+                                train_datasets=[d for d in info.get("datasets", [])
+                                                if d != args.dataset],
                                 report=lambda line: say(args, line))
     out_dir = make_run_dir(out.name, out.parent, overwrite=args.overwrite)
     pixels = result.pop("_pixels")

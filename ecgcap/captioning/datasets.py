@@ -321,7 +321,7 @@ def flickr_id(filename: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _photo_key(path: Path) -> str:
+def photo_key(path: Path) -> str:
     """Who a photo is: ``flickr:ID`` when its name has a Flickr id, else its real file."""
     fid = flickr_id(path.name)
     return f"flickr:{fid}" if fid else f"file:{path.resolve()}"
@@ -343,7 +343,7 @@ def merge_caption_sets(sets: Sequence[CaptionSet], name: str | None = None) -> C
     captions: list[list[str]] = []
     for data in sets:
         for path, caps in zip(data.paths(), data.captions, strict=True):
-            key = _photo_key(path)
+            key = photo_key(path)
             if key in index:
                 captions[index[key]].extend(caps)
                 continue
@@ -352,6 +352,16 @@ def merge_caption_sets(sets: Sequence[CaptionSet], name: str | None = None) -> C
             captions.append(list(caps))
     return CaptionSet(name or "+".join(s.name for s in sets), Path("/"), images, captions,
                       [m for s in sets for m in s.missing])
+
+
+def without_photos(data: CaptionSet, others: Sequence[CaptionSet]) -> tuple[CaptionSet, int]:
+    """``data`` without the photos of ``others`` (by :func:`photo_key`), and how many went:
+    what keeps another set's val and test photos out of a merged training set."""
+    keys = {photo_key(p) for o in others for p in o.paths()}
+    keep = [i for i, p in enumerate(data.paths()) if photo_key(p) not in keys]
+    out = CaptionSet(data.name, data.image_dir, [data.images[i] for i in keep],
+                     [data.captions[i] for i in keep], data.missing)
+    return out, len(data) - len(keep)
 
 
 def load_captions(dataset: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,

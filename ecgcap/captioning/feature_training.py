@@ -143,9 +143,12 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
         words_loss,
     )
 
-    if resume:  # stage 2 may be added to a run, or lengthened
+    if resume:  # stage 2 may be added to a run, or lengthened; once it has begun, stage 1 is
+        # over for good (more stage-1 epochs would pull the ground from under stage 2)
+        begun = (run_dir / "fine_tune" / "state.json").is_file()
         check_resume_config(run_dir / "state.json", config_json,
-                            may_change=RESUMABLE_OPTIONS | STAGE2_OPTIONS)
+                            may_change=(STAGE2_OPTIONS | {"log_gradients"}) if begun
+                            else (RESUMABLE_OPTIONS | STAGE2_OPTIONS))
     t0 = time.perf_counter()
     train, val = splits
     weights = Path(config.encoder_weights) if config.encoder_weights \
@@ -202,7 +205,8 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
     if config.fine_tune_blocks:
         model_out, fine = fine_tune(model_out, config, train, val_images, val.captions,
                                     (owners, captions, mirrored), run_dir / "fine_tune", info,
-                                    resume=resume, quiet=quiet, config_json=config_json)
+                                    baseline=stage1["cider_greedy"], resume=resume,
+                                    quiet=quiet, config_json=config_json)
         image_captions = CaptionDecoder(model_out).caption(val_images)
     result: dict[str, Any] = {
         "config": config_json,
@@ -226,8 +230,9 @@ def train_on_features(config: CaptionTrainConfig, run_dir: Path,
 
 def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
     """Make MobileNetV2's last ``blocks`` inverted-residual blocks (and its final 1x1 conv)
-    trainable, every other encoder layer frozen; BatchNorm stays in inference mode (the
-    encoder is called with ``training=False``). Returns the unfrozen layers' names."""
+    trainable, every other encoder layer frozen. BatchNorm layers stay frozen, so they keep
+    using their moving statistics (Keras 3 passes ``training=True`` of ``fit`` through the
+    encoder's ``training=False`` call). Returns the unfrozen layers' names."""
     net = next(layer for layer in model.get_layer("encoder").layers
                if isinstance(layer, keras.Model))
     ids = sorted({int(m.group(1)) for layer in net.layers
@@ -237,7 +242,8 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
     names = []
     for layer in net.layers:
         m = re.match(r"block_(\d+)_", layer.name)
-        layer.trainable = bool((m and int(m.group(1)) in top) or layer.name.startswith("Conv_1"))
+        layer.trainable = bool((m and int(m.group(1)) in top) or layer.name.startswith("Conv_1")
+                               ) and not isinstance(layer, keras.layers.BatchNormalization)
         if layer.trainable and layer.weights:
             names.append(layer.name)
     return names
@@ -246,15 +252,17 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
 def fine_tune(model: keras.Model, config: CaptionTrainConfig, train: CaptionSet,
               val_images: np.ndarray, val_references: list[list[str]],
               rows: tuple[np.ndarray, np.ndarray, np.ndarray], folder: Path,
-              info: dict[str, Any], *, resume: bool, quiet: bool,
+              info: dict[str, Any], *, baseline: float, resume: bool, quiet: bool,
               config_json: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
     """Stage 2: the full model with MobileNetV2's top ``config.fine_tune_blocks`` blocks
     unfrozen, trained on decoded (and mirrored) images at ``fine_tune_learning_rate``, chosen
-    by val CIDEr; checkpoints in ``folder`` (``--resume`` continues there, or starts stage 2
-    after a finished stage 1). Returns the best model and a summary."""
+    by val CIDEr against ``baseline``, the stage-1 model's (which is kept when no stage-2 epoch
+    beats it); checkpoints in ``folder`` (``--resume`` continues there, or starts stage 2 after
+    a finished stage 1). Returns the best model and a summary."""
     from ecgcap.captioning.training import CAPTION_MODEL, ValidationCider, words_loss
 
     state = None
+    stage1_weights = model.get_weights()
     if resume and (folder / "state.json").is_file():
         check_resume_config(folder / "state.json", config_json,
                             may_change=RESUMABLE_OPTIONS | {"fine_tune_epochs"})
@@ -266,7 +274,9 @@ def fine_tune(model: keras.Model, config: CaptionTrainConfig, train: CaptionSet,
                                                       clipnorm=config.clipnorm),
                       loss={"words": words_loss()})
     folder.mkdir(parents=True, exist_ok=True)
-    images = load_images(train.paths(), config.image_size, quiet=quiet)
+    state = state or {"epoch": 0, "best": baseline, "best_epoch": 0, "wait": 0, "history": {}}
+    over = state["epoch"] >= config.fine_tune_epochs or state["wait"] >= config.patience
+    images = load_images([] if over else train.paths(), config.image_size, quiet=quiet)
     owners, captions, mirrored = rows
     data = RowBatches(pixel_inputs(images), owners, captions, mirrored, config.batch_size,
                       augment=config.augment, seed=config.seed + 1)
@@ -277,8 +287,13 @@ def fine_tune(model: keras.Model, config: CaptionTrainConfig, train: CaptionSet,
     seconds = fit_resumable(model, data, checkpoint, folder, epochs=config.fine_tune_epochs,
                             initial_epoch=checkpoint.state["epoch"], shuffle=False,
                             callbacks=callbacks, verbose=0 if quiet else 2)
-    best, _ = load_model(folder / "best.keras", (CAPTION_MODEL,))
+    if checkpoint.state["best_epoch"] == 0:  # no stage-2 epoch beat stage 1: keep it
+        model.set_weights(stage1_weights)
+        best = model
+    else:
+        best, _ = load_model(folder / "best.keras", (CAPTION_MODEL,))
     return best, {"blocks": config.fine_tune_blocks, "unfrozen_layers": unfrozen,
+                  "stage1_val_cider": baseline,
                   "best_epoch": checkpoint.state["best_epoch"],
                   "epochs_run": checkpoint.state["epoch"],
                   "history": checkpoint.state["history"], "seconds": round(seconds, 1)}

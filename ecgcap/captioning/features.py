@@ -78,8 +78,9 @@ class FeatureCache:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
-        ok = (arr.dtype == np.float16 and arr.ndim == 3 and arr.shape[0] == VARIANTS
-              and (shape is None or arr.shape == shape) and bool(np.isfinite(arr).all()))
+        ok = (isinstance(arr, np.ndarray) and arr.dtype == np.float16 and arr.ndim == 3
+              and arr.shape[0] == VARIANTS and (shape is None or arr.shape == shape)
+              and bool(np.isfinite(arr).all()))
         return arr if ok else None
 
     def save(self, image: str | os.PathLike, arr: np.ndarray) -> None:
@@ -97,7 +98,8 @@ def compute_features(paths: Sequence[str | os.PathLike], weights: str | os.PathL
     from ecgcap.captioning.images import load_image
 
     cache_ = FeatureCache("mobilenet_v2", image_size, weights, root)
-    found = [cache_.load(p, None) for p in paths]
+    side = -(-image_size // 32)  # MobileNetV2's output grid
+    found = [cache_.load(p, (VARIANTS, side * side, 1280)) for p in paths]
     todo = [i for i, arr in enumerate(found) if arr is None]
     if todo:
         from ecgcap.captioning.models import build_pretrained_encoder
@@ -114,10 +116,7 @@ def compute_features(paths: Sequence[str | os.PathLike], weights: str | os.PathL
                 arr = np.stack([fmap[j], fmap[len(batch) + j]]).astype(np.float16)
                 cache_.save(paths[i], arr)
                 found[i] = arr
-    shapes = {arr.shape for arr in found}
-    if len(shapes) > 1:
-        raise EcgcapError(f"cached feature maps of different shapes {sorted(shapes)}",
-                          input=str(cache_.folder))
-    if not found:
-        return np.zeros((0, VARIANTS, (image_size // 32) ** 2, 1280), np.float16)
-    return np.stack(found)
+    out = np.empty((len(paths), VARIANTS, side * side, 1280), np.float16)
+    for i, arr in enumerate(found):
+        out[i] = arr
+    return out

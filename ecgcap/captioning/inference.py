@@ -14,7 +14,7 @@ from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import find_images, load_image
 from ecgcap.captioning.training import CAPTION_MODEL
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.modelfile import load_model
+from ecgcap.runtime.modelfile import load_model, read_info
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SHIPPED_MODELS = {"photo": MODELS_DIR / "photo_captioner.keras",    # ordinary photographs
@@ -38,6 +38,9 @@ def load_captioner(path: str | os.PathLike | None = None) -> tuple[Any, dict[str
     raises :class:`EcgcapError` naming the file.
     """
     path = captioner_path(path)
+    if read_info(path).get("stage") in ("features", "fine_tune"):
+        raise EcgcapError("a training checkpoint (cached-feature or stage-2 model); caption "
+                          "with the run folder's model.keras", input=str(path))
     model, info = load_model(path, (CAPTION_MODEL,))
     try:
         vocabulary = model.get_layer("word_embedding").vocabulary
@@ -64,6 +67,9 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
     decoder = CaptionDecoder(model, batch_size=max(batch_size * beam, 1))
     size = decoder.image_size
     files = find_images(paths)
+    if attention is not None and len(files) != 1:
+        raise EcgcapError(f"draws one image; {len(files)} images given",
+                          input=f"--attention {attention}")
     out: list[tuple[Path, str]] = []
     for start in range(0, len(files), batch_size):
         good, arrays = [], []

@@ -98,7 +98,8 @@ class SoftAttentionLSTM(keras.layers.Layer):
     outputs ``[h (N, T, units), z (N, T, D), alpha (N, T, L), h_T, c_T]``. In training the
     doubly stochastic penalty ``penalty * sum_i (1 - sum_t alpha_ti)^2`` per caption (over the
     steps whose token is not padding), divided by the number of real words, is added to the
-    loss: it asks the model to look at every region over the caption.
+    loss: it asks the model to look at every region over the caption. (Token ids 0 and 3 are
+    ``<pad>`` and ``<end>``, as in :class:`ecgcap.captioning.text.Vocabulary`.)
     """
 
     def __init__(self, units: int, attention_units: int = 256, penalty: float = 1.0, **kwargs):
@@ -138,7 +139,9 @@ class SoftAttentionLSTM(keras.layers.Layer):
             alphas.append(alpha)
         alphas_t = ops.stack(alphas, 1)
         if training and self.penalty:
-            real = ops.cast(ops.not_equal(tokens, 0), alphas_t.dtype)  # (N, T)
+            # steps that predict a word or <end>: not padding, not the step fed <end> (id 3)
+            real = ops.cast(ops.logical_and(ops.not_equal(tokens, 0), ops.not_equal(tokens, 3)),
+                            alphas_t.dtype)  # (N, T)
             coverage = ops.sum(alphas_t * ops.expand_dims(real, -1), axis=1)  # (N, L)
             total = ops.sum(ops.square(1.0 - coverage))
             self.add_loss(self.penalty * total / ops.maximum(ops.sum(real), 1.0))

@@ -26,6 +26,7 @@ from ecgcap.captioning.datasets import (
     has_splits,
     load_captions,
     merge_caption_sets,
+    without_photos,
 )
 from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import augment, load_images
@@ -232,6 +233,12 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
     if config.extra_datasets:  # a photo in several sets counts once, with all its captions
         sets = [train, *(load_captions(d, "train", data_dir=data_dir, report=report)
                          for d in config.extra_datasets)]
+        held = _held_out_splits(config.dataset, data_dir, image_dir)
+        for k in range(1, len(sets)):  # never another set's copy of a val or test photo
+            sets[k], dropped = without_photos(sets[k], held)
+            if dropped and report:
+                report(f"{sets[k].name}: {dropped} photos are {config.dataset} val or test "
+                       "photos; left out of training")
         train = merge_caption_sets(sets)
         if report:
             report(f"training sets: {' + '.join(f'{s.name} {len(s)}' for s in sets)} photos = "
@@ -256,7 +263,8 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
         val = CaptionSet(val.name, val.image_dir, val.images[:config.val_images],
                          val.captions[:config.val_images])
     if config.val_holdout > 0:
-        if val.image_dir != train.image_dir:
+        if val.image_dir != train.image_dir and not all(Path(f).is_absolute()
+                                                        for f in train.images):
             raise EcgcapError("--val-holdout needs train and val images in one folder",
                               input=config.dataset)
         scenes = [scene_of(f) or "" for f in train.images]
@@ -272,6 +280,15 @@ def load_splits(config: CaptionTrainConfig, *, data_dir: str | None = None,
         train = CaptionSet(train.name, train.image_dir, [train.images[i] for i in keep],
                            [train.captions[i] for i in keep], train.missing)
     return train, val
+
+
+def _held_out_splits(dataset: str, data_dir: str | None,
+                     image_dir: str | None) -> list[CaptionSet]:
+    """The val and test sets of ``dataset`` (none for a one-split file)."""
+    if not has_splits(dataset):
+        return []
+    return [load_captions(dataset, split, data_dir=data_dir, image_dir=image_dir,
+                          report=lambda line: None) for split in ("val", "test")]
 
 
 def caption_stream(shards: ShardSet, config: CaptionTrainConfig, distribution: Distribution,
