@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,15 @@ def save_model(model: Any, path: str | os.PathLike, info: dict[str, Any]) -> Pat
     path = Path(path)
     if path.suffix != ".keras":
         raise EcgcapError("model files end in .keras", input=str(path))
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as zf:
-            zf.writestr(INFO_NAME, json.dumps(info, indent=2))
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        stored = Path(scratch) / "model.keras"
+        model.save(stored)  # Keras stores its archive uncompressed: deflate it (a pretrained
+        # encoder's weights, converted from 8-bit ones, shrink by a quarter)
+        with zipfile.ZipFile(stored) as src, \
+                zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as dst:
+            for item in src.infolist():
+                dst.writestr(item.filename, src.read(item.filename))
+            dst.writestr(INFO_NAME, json.dumps(info, indent=2))
     return path
 
 
