@@ -122,6 +122,35 @@ def test_shipped_captioner_describes_the_example_image():
     assert len(words) >= 4 and words & {"trees", "forest", "woods"}, entry["caption"]
 
 
+@pytest.mark.parametrize("name", ["photo", "rsicd"])
+def test_shipped_captioners_are_one_small_safe_file_with_a_card(name):
+    from ecgcap.captioning.inference import SHIPPED_MODELS, load_captioner
+
+    path = SHIPPED_MODELS[name]
+    assert path.stat().st_size <= 32 * 2**20
+    model, info = load_captioner(name)  # safe mode, with its vocabulary
+    assert info["encoder"] == "mobilenet_v2" and "stage" not in info
+    assert len(model.get_layer("word_embedding").vocabulary) == info["vocabulary_size"]
+    assert path.with_suffix(".md").is_file() and path.with_suffix(".report.json").is_file()
+
+
+def test_default_captioner_describes_ordinary_photographs(flickr8k_dir):
+    """Real Flickr8k dev photos (chosen on dev, never seen in training): a dog photo gets a
+    dog, and photos of people get people."""
+    import json
+
+    from ecgcap.captioning.datasets import read_flickr8k
+
+    dev = read_flickr8k(flickr8k_dir, "val", report=lambda line: None)
+    dogs = [p for p, refs in zip(dev.paths(), dev.captions, strict=True)
+            if all("dog" in r.lower() for r in refs)][:3]
+    result = run_module("ecgcap.caption", *map(str, dogs), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    captions = [entry["caption"] for entry in json.loads(result.stdout)]
+    assert len(dogs) == 3 and sum("dog" in c.split() for c in captions) >= 2, captions
+    assert all(len(c.split()) >= 5 for c in captions), captions
+
+
 def test_shipped_captioner_on_real_rsicd_images(rsicd_dir):
     from ecgcap.captioning.inference import caption_files, load_captioner
 
