@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("caption", "Describe images in one sentence each.", data=False)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files or folders of images")
-    parser.add_argument("--model", metavar="photo|rsicd|PATH", default="rsicd",
+    parser.add_argument("--model", metavar="photo|rsicd|PATH", default="photo",
                         help="photo: the shipped captioner of ordinary photographs (Flickr8k + "
                              "Flickr30k); rsicd: the shipped one of aerial and satellite images "
                              "(RSICD); or a captioner .keras file")

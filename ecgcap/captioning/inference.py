@@ -19,7 +19,7 @@ from ecgcap.runtime.modelfile import load_model, read_info
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SHIPPED_MODELS = {"photo": MODELS_DIR / "photo_captioner.keras",    # ordinary photographs
                   "rsicd": MODELS_DIR / "rsicd_captioner.keras"}    # aerial images
-SHIPPED = SHIPPED_MODELS["rsicd"]
+SHIPPED = SHIPPED_MODELS["photo"]
 
 
 def captioner_path(model: str | os.PathLike | None = None) -> Path:
