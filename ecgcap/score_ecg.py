@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _work(args: argparse.Namespace) -> int:
     from ecgcap.ecg.evaluation import aami_report, format_confusion, format_table
-    from ecgcap.ecg.inference import score_annotations
+    from ecgcap.ecg.scoring import score_annotations
 
     y_ref, y_test, missed, extra = [], [], 0, 0
     for record in args.records:

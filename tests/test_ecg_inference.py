@@ -38,12 +38,13 @@ def test_scoring_the_reference_against_itself_is_perfect(mitdb_dir, tmp_path):
     assert y_ref == y_test and missed == 0 and extra == 0 and len(y_ref) == 2273
 
 
-def test_annotations_outside_the_signal_are_refused(mitdb_dir):
+def test_annotations_outside_the_signal_are_skipped_with_a_warning(mitdb_dir):
     import pytest
-
-    from ecgcap.runtime.errors import EcgcapError
 
     rec = io.read_record(mitdb_dir / "100")
     rec.sig_len = 1000
-    with pytest.raises(EcgcapError, match="annotations lie outside the signal"):
-        beat_positions(rec, mitdb_dir / "100", "atr")
+    with pytest.warns(UserWarning, match=r"100\.atr: 2269 beat annotations lie outside the "
+                                         r"signal \(samples 0\.\.999; first at sample 1231\); "
+                                         "skipped"):
+        peaks, source = beat_positions(rec, mitdb_dir / "100", "atr")
+    assert source == "atr" and len(peaks) == 4 and peaks.max() < 1000

@@ -3,6 +3,7 @@
 Split the wfdb way: ``databases`` (the registry), ``io`` (files), ``download``, ``processing``
 (arrays + sampling rate only), ``dataset`` (beats to model inputs), ``recordings`` (whole
 recordings to model inputs), ``models`` and ``layers`` (Keras builders), ``training`` (beats),
-``rhythm_training`` (recordings), ``evaluation``, ``plots`` and ``inference``. It imports only
-:mod:`ecgcap.runtime`, never :mod:`ecgcap.captioning`.
+``rhythm_training`` (recordings), ``evaluation``, ``scoring`` (annotation files against the
+reference, without Keras), ``plots`` and ``inference``. It imports only :mod:`ecgcap.runtime`,
+never :mod:`ecgcap.captioning`.
 """

@@ -14,6 +14,7 @@ import wfdb.processing
 import ecgcap.ecg.layers  # noqa: F401 - registers the custom layers rhythm models hold
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.dataset import MIN_SECONDS, BeatConfig, beats_from_signal
+from ecgcap.ecg.scoring import MATCH_WINDOW, match_beats, score_annotations  # noqa: F401
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.modelfile import load_model
 
@@ -24,8 +25,6 @@ SHIPPED = {"beats": MODELS_DIR / "mitdb_lstm_beats.keras",
            "rhythm": MODELS_DIR / "cinc2017_lstm_rhythm.keras"}
 # WFDB beat symbols written for each AAMI class (S as A, as PhysioNet's tools expect).
 WFDB_SYMBOL = {"N": "N", "S": "A", "V": "V", "F": "F", "Q": "Q"}
-# bxb's match window: a test beat within 150 ms of a reference beat is the same beat.
-MATCH_WINDOW = 0.150
 
 
 def load_classifier(path: str | os.PathLike | None = None, task: str = "beats"
@@ -66,9 +65,11 @@ def beat_positions(record: wfdb.Record, path: str | os.PathLike | None, annotati
     peaks = np.asarray(ann.sample)[beats]
     outside = (peaks < 0) | (peaks >= record.sig_len)
     if outside.any():
-        raise EcgcapError(f"{int(outside.sum())} annotations lie outside the signal "
-                          f"(0..{record.sig_len - 1})", input=f"{path}.{annotations}")
-    return peaks, annotations
+        first = int(peaks[outside][0])
+        warnings.warn(f"{path}.{annotations}: {int(outside.sum())} beat annotations lie outside "
+                      f"the signal (samples 0..{record.sig_len - 1}; first at sample {first}); "
+                      "skipped", stacklevel=2)
+    return peaks[~outside], annotations
 
 
 def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike | wfdb.Record,
@@ -89,7 +90,7 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
     config = BeatConfig.from_info(info["beats"])
     if lead is not None:
         config = BeatConfig.from_info({**info["beats"], "lead": lead})
-    x = processing.select_lead(io.signal_of(rec), rec.sig_name, config.lead)
+    x = _beat_lead(rec, config.lead, str(path or rec.record_name))
     processing.check_signal(x, rec.fs, min_seconds=MIN_SECONDS,
                             name=str(path or rec.record_name))
     if note := processing.clipping_note(x):
@@ -109,6 +110,79 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
               "probabilities": {c: round(float(p), 4) for c, p in zip(classes, row, strict=True)}}
              for s, lab, row in zip(kept, labels, probs, strict=True)]
     return {"record": name, "fs": float(rec.fs), "positions": source, "beats": beats}
+
+
+def _beat_lead(rec: wfdb.Record, lead: str, name: str) -> np.ndarray:
+    """The lead a beat model reads; a single-lead recording without it is pointed to
+    ``--task rhythm`` (its rhythm) or ``--lead`` (its beats)."""
+    names = [str(n) for n in rec.sig_name or []]
+    if lead not in names and len(names) == 1:
+        raise EcgcapError(f"no lead {lead!r} in this single-lead recording (its lead: "
+                          f"{names[0]}); use --task rhythm for its rhythm, or --lead "
+                          f"{names[0]} to label its beats", input=name)
+    return processing.select_lead(io.signal_of(rec), names, lead)
+
+
+def beat_summary(result: dict[str, Any], classes: tuple[str, ...] = ("N", "S", "V", "F", "Q"),
+                 ectopic: tuple[str, ...] = ("S", "V", "F")) -> dict[str, Any]:
+    """What a person wants to know of a beat classification (:func:`classify_record`).
+
+    Returns ``{"record", "beats", "counts", "seconds" (first to last beat), "heart_rate"
+    (beats a minute over that span, None under two beats), "times" ({class: seconds of its
+    beats} for the ectopic classes), "per_minute" (ectopic beats in each minute of the
+    record)}``.
+    """
+    fs = float(result["fs"])
+    beats = result["beats"]
+    samples = np.array([b["sample"] for b in beats], dtype=np.float64)
+    labels = [b["label"] for b in beats]
+    counts = {c: labels.count(c) for c in dict.fromkeys([*classes, *labels])}
+    span = (samples[-1] - samples[0]) / fs if len(samples) > 1 else 0.0
+    rate = 60.0 * (len(samples) - 1) / span if span > 0 else None
+    times = {c: [round(float(s) / fs, 2) for s, lab in zip(samples, labels, strict=True)
+                 if lab == c] for c in ectopic if counts.get(c)}
+    every = np.array(sorted(t for ts in times.values() for t in ts))
+    minutes = int(samples[-1] / fs // 60) + 1 if len(samples) else 0
+    per_minute = np.bincount((every // 60).astype(int), minlength=minutes).tolist()
+    return {"record": result["record"], "beats": len(beats), "counts": counts,
+            "seconds": round(span, 2), "heart_rate": None if rate is None else round(rate, 1),
+            "times": times, "per_minute": per_minute}
+
+
+def clock(seconds: float) -> str:
+    """``75.3`` as ``1:15``, ``3725`` as ``1:02:05``: a time into a record."""
+    s = int(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def format_beat_summary(summary: dict[str, Any], first: int = 5, busiest: int = 3) -> list[str]:
+    """:func:`beat_summary` as a few lines: counts and shares per class, mean heart rate, the
+    first ``first`` times of each ectopic class and the ``busiest`` minutes for them."""
+    n = summary["beats"]
+    rate = summary["heart_rate"]
+    head = f"{summary['record']}: {n} beats"
+    if rate is not None:
+        head += f", mean heart rate {rate:.0f}/min"
+    shares = ", ".join(f"{c} {k} ({100 * k / n:.1f}%)" if k else f"{c} 0"
+                       for c, k in summary["counts"].items()) if n else "no beats"
+    lines = [head, f"  {shares}"]
+    for c, ts in summary["times"].items():
+        more = f" and {len(ts) - first} more" if len(ts) > first else ""
+        lines.append(f"  {c} at {', '.join(clock(t) for t in ts[:first])}{more}")
+    per_minute = summary["per_minute"]
+    total = sum(per_minute)
+    names = ", ".join(summary["times"]) or "S, V, F"
+    if not total:
+        lines.append(f"  no ectopic beats ({names})")
+        return lines
+    top = sorted(range(len(per_minute)), key=lambda m: (-per_minute[m], m))[:busiest]
+    top = [m for m in top if per_minute[m]]
+    where = ", ".join(f"{clock(60 * m)}-{clock(60 * m + 60)} ({per_minute[m]})" for m in top)
+    active = sum(1 for k in per_minute if k)
+    lines.append(f"  ectopic beats ({names}): {total} in {active} of {len(per_minute)} minutes; "
+                 f"most in {where}")
+    return lines
 
 
 def classify_recording(model: Any, info: dict[str, Any],
@@ -144,45 +218,3 @@ def write_wfdb(result: dict[str, Any], annotator: str, out_dir: str | os.PathLik
                write_dir=str(out_dir))
     os.replace(out_dir / f"{tmp_name}.{annotator}", target)
     return target
-
-
-def match_beats(ref_samples: np.ndarray, test_samples: np.ndarray, window: int
-                ) -> list[tuple[int, int]]:
-    """Pairs (reference index, test index) of beats within ``window`` samples, nearest first."""
-    pairs = []
-    j = 0
-    for i, s in enumerate(ref_samples):
-        while j < len(test_samples) and test_samples[j] < s - window:
-            j += 1
-        best, best_d = -1, window + 1
-        k = j
-        while k < len(test_samples) and test_samples[k] <= s + window:
-            d = abs(int(test_samples[k]) - int(s))
-            if d < best_d:
-                best, best_d = k, d
-            k += 1
-        if best >= 0:
-            pairs.append((i, best))
-            j = best + 1
-    return pairs
-
-
-def score_annotations(record: str | os.PathLike, annotator: str,
-                      ann_dir: str | os.PathLike | None = None, reference: str = "atr"
-                      ) -> tuple[list[str], list[str], int, int]:
-    """Compare a test annotation file with the reference, beat by beat (as bxb does).
-
-    Returns the AAMI classes of the matched beats (reference, test), and the numbers of
-    reference beats missed and of test beats that match no reference beat.
-    """
-    base = io._record_base(record)
-    ref = io.read_annotation(base, reference)
-    test_base = base if ann_dir is None else Path(ann_dir) / base.name
-    test = io.read_annotation(test_base, annotator)
-    ref_cls, test_cls = processing.aami_classes(ref.symbol), processing.aami_classes(test.symbol)
-    rs, ts = np.asarray(ref.sample)[ref_cls != ""], np.asarray(test.sample)[test_cls != ""]
-    rc, tc = ref_cls[ref_cls != ""], test_cls[test_cls != ""]
-    pairs = match_beats(rs, ts, int(round(MATCH_WINDOW * ref.fs)))
-    y_ref = [str(rc[i]) for i, _ in pairs]
-    y_test = [str(tc[j]) for _, j in pairs]
-    return y_ref, y_test, len(rs) - len(pairs), len(ts) - len(pairs)
