@@ -337,6 +337,7 @@ def test_markers_are_known_and_on_checked_blocks():
 def _parse(module: str, args: list[str]) -> str | None:
     """None when ``module``'s parser accepts ``args``, else argparse's complaint."""
     parser = importlib.import_module(module).build_parser()
+    parser.allow_abbrev = False  # a doc that spells an option must spell all of it
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
