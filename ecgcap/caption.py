@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="photo: the shipped captioner of ordinary photographs (Flickr8k + "
                              "Flickr30k); rsicd: the shipped one of aerial and satellite images "
                              "(RSICD); or a captioner .keras file")
+    parser.add_argument("--runtime", choices=("auto", "litert", "keras"), default="auto",
+                        help="auto: the model's LiteRT export when it has a current one (the "
+                             "shipped models do; no TensorFlow import, same captions), else "
+                             "Keras; litert / keras: insist on one")
     parser.add_argument("--beam", type=positive_int, default=3, help="beam width (1 = greedy)")
     parser.add_argument("--attention", metavar="OUT.png", default=None,
                         help="with one image: draw where the model looked for each word "

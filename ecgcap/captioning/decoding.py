@@ -10,12 +10,16 @@ through ``predict_on_batch`` (a compiled function: ``tf.function`` or ``jax.jit`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
-from ecgcap.captioning.models import DecoderParts, decoder_parts
 from ecgcap.captioning.text import END, PAD, START, UNK, Vocabulary
+
+if TYPE_CHECKING:
+    import keras
+
+    from ecgcap.captioning.models import DecoderParts
 
 _NEVER = (PAD, UNK, START)  # tokens a decoder never emits
 
@@ -34,8 +38,16 @@ class CaptionDecoder:
     ['many buildings and green trees are around a playground']
     """
 
-    def __init__(self, captioner: keras.Model, *, batch_size: int = 256):
-        self.parts: DecoderParts = decoder_parts(captioner)
+    def __init__(self, captioner: keras.Model | Any, *, batch_size: int = 256):
+        """``captioner``: a Keras captioner, or decoding parts already made (its
+        :func:`~ecgcap.captioning.models.decoder_parts`, or an exported captioner's
+        :func:`~ecgcap.captioning.litert.load_captioner_litert`)."""
+        if hasattr(captioner, "step") and hasattr(captioner, "vocabulary"):
+            self.parts: DecoderParts = captioner
+        else:
+            from ecgcap.captioning.models import decoder_parts
+
+            self.parts = decoder_parts(captioner)
         self.vocabulary = Vocabulary(self.parts.vocabulary)
         self.batch_size = batch_size
         self._end = self.vocabulary.index[END]
@@ -43,7 +55,8 @@ class CaptionDecoder:
 
     @property
     def image_size(self) -> int:
-        return int(self.parts.encoder.inputs[0].shape[1])
+        size = getattr(self.parts, "image_size", None)
+        return int(size if size is not None else self.parts.encoder.inputs[0].shape[1])
 
     def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Images ``(N, H, W, 3)`` -> ``(feature_map, vector)``."""

@@ -1,4 +1,9 @@
-"""Captioning image files with a trained captioner (the shipped one by default)."""
+"""Captioning image files with a trained captioner (the shipped one by default).
+
+A ``.keras`` captioner with a current LiteRT export beside it (``NAME.litert/``, made by
+``python -m ecgcap.export``; the shipped ones have theirs) is run by the LiteRT interpreter
+unless ``runtime="keras"``: same captions, without importing TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ecgcap.captioning import layers as _layers  # noqa: F401 - registers the custom layers
 from ecgcap.captioning.decoding import CaptionDecoder
 from ecgcap.captioning.images import find_images, load_image
-from ecgcap.captioning.training import CAPTION_MODEL
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.modelfile import load_model, read_info
+
+CAPTION_MODEL = "caption"  # the "kind" in a captioner file's info (as training writes it)
+RUNTIMES = ("auto", "litert", "keras")
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SHIPPED_MODELS = {"photo": MODELS_DIR / "photo_captioner.keras",    # ordinary photographs
@@ -37,6 +43,8 @@ def load_captioner(path: str | os.PathLike | None = None) -> tuple[Any, dict[str
     A file of another kind (an ECG model), a corrupt file, or a model without its vocabulary
     raises :class:`EcgcapError` naming the file.
     """
+    from ecgcap.captioning import layers as _layers  # noqa: F401 - registers custom layers
+
     path = captioner_path(path)
     if read_info(path).get("stage") in ("features", "fine_tune"):
         raise EcgcapError("a training checkpoint (cached-feature or stage-2 model); caption "
@@ -52,11 +60,47 @@ def load_captioner(path: str | os.PathLike | None = None) -> tuple[Any, dict[str
     return model, info
 
 
+def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str = "auto",
+                         batch_size: int = 256) -> tuple[CaptionDecoder, dict[str, Any]]:
+    """``(decoder, info)`` for a captioner: a shipped one by name (``photo``, the default, or
+    ``rsicd``), a ``.keras`` file, or an exported LiteRT folder.
+
+    ``runtime``: ``auto`` runs a current LiteRT export (:mod:`ecgcap.captioning.litert`) when
+    there is one (the folder itself, or ``NAME.litert/`` beside ``NAME.keras`` made from this
+    very file), else Keras; ``litert`` insists on the export; ``keras`` loads the ``.keras``
+    file.
+    """
+    from ecgcap.captioning import litert
+
+    if runtime not in RUNTIMES:
+        raise EcgcapError(f"unknown runtime; choose one of {', '.join(RUNTIMES)}",
+                          input=f"--runtime {runtime}")
+    path = captioner_path(model)
+    if path.is_dir():
+        if runtime == "keras":
+            raise EcgcapError("a LiteRT folder; --runtime keras needs a .keras file",
+                              input=str(path))
+        parts = litert.load_captioner_litert(path)
+        return CaptionDecoder(parts, batch_size=batch_size), {**parts.info, "runtime": "litert"}
+    if not path.is_file():
+        raise EcgcapError("no such model file", input=str(path))
+    folder = litert.litert_folder(path)
+    if runtime != "keras" and folder.is_dir() and litert.is_current(folder, path):
+        parts = litert.load_captioner_litert(folder)
+        return CaptionDecoder(parts, batch_size=batch_size), {**parts.info, "runtime": "litert"}
+    if runtime == "litert":
+        raise EcgcapError(f"no current LiteRT export beside it ({folder.name}/); make one with "
+                          f"python -m ecgcap.export {path}", input=str(path))
+    keras_model, info = load_captioner(path)
+    return CaptionDecoder(keras_model, batch_size=batch_size), {**info, "runtime": "keras"}
+
+
 def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int = 3,
                   batch_size: int = 64, length_penalty: float = 1.0,
                   on_error: Callable[[EcgcapError], None] | None = None,
                   attention: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
-    """Caption image files and folders of images, ``batch_size`` images at a time.
+    """Caption image files and folders of images, ``batch_size`` images at a time, with
+    ``model`` (a Keras captioner or a :class:`CaptionDecoder`).
 
     Unreadable images are passed to ``on_error`` (default: raise) and skipped, so the good
     images of the same call still get their captions. ``attention``: a PNG path where, for a
@@ -64,7 +108,11 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
     """
     if beam < 1:
         raise EcgcapError("must be 1 or more", input=f"--beam {beam}")
-    decoder = CaptionDecoder(model, batch_size=max(batch_size * beam, 1))
+    if isinstance(model, CaptionDecoder):
+        decoder = model
+        decoder.batch_size = max(batch_size * beam, 1)
+    else:
+        decoder = CaptionDecoder(model, batch_size=max(batch_size * beam, 1))
     size = decoder.image_size
     files = find_images(paths)
     if attention is not None and len(files) != 1:

@@ -33,6 +33,20 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class DefaultsOnceFormatter(argparse.HelpFormatter):
+    """Shows an option's default after its help once: not when the help already says it, nor
+    for options without a value to show (``None``, flags off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is False
+                or default == argparse.SUPPRESS
+                or action.option_strings == [] or "%(default)" in text):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -71,7 +85,7 @@ def make_parser(prog: str, description: str, *, data: bool = True,
     ``distribute`` adds ``--distribute/--replicas`` (training commands).
     """
     parser = OneLineParser(prog=f"python -m ecgcap.{prog}", description=description,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=DefaultsOnceFormatter)
     common = parser.add_argument_group("common options")
     if data:
         common.add_argument("--data-dir", metavar="DIR", default=None,
@@ -131,6 +145,8 @@ def run(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], in
         argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run ``work(args)`` and return the exit code (errors as one line)."""
     args = parser.parse_args(argv)
+    if args.debug:  # let the frameworks' own log lines through (ecgcap.runtime.quiet)
+        os.environ["ECGCAP_DEBUG"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if args.debug else "3")
     import warnings
 

@@ -43,8 +43,12 @@ def list_gpus() -> list[str]:
     if backend == "tensorflow":
         import tensorflow as tf
 
+        from ecgcap.runtime.quiet import framework_quiet
+
         names = []
-        for gpu in tf.config.list_physical_devices("GPU"):
+        with framework_quiet():  # "failed call to cuInit" on a machine without a GPU
+            gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
             details = tf.config.experimental.get_device_details(gpu)
             names.append(details.get("device_name", gpu.name))
         return names

@@ -1,0 +1,193 @@
+"""Captioners exported to LiteRT: the export round trip, the shipped exports, and ``caption``
+run by the LiteRT interpreter (same captions as Keras, no TensorFlow import)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import real_dataset, run_module
+
+VOCAB = ["<pad>", "<unk>", "<start>", "<end>", "a", "dog", "runs", "on", "grass"]
+SMALL = {"image_size": 64, "max_length": 8, "units": 12, "embed_dim": 6, "feature_dim": 10,
+         "attention_units": 7}
+INFO = {"kind": "caption", "dataset": "flickr8k", "image_size": 64, "max_length": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A small Show-Attend-Tell captioner on MobileNetV2 (64 px: a 2 x 2 grid)."""
+    from ecgcap.captioning.models import build_captioner
+    from ecgcap.runtime.modelfile import save_model
+
+    weights = real_dataset("pretrained") / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"
+    model = build_captioner(VOCAB, encoder="mobilenet_v2", encoder_weights=str(weights),
+                            **SMALL)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
+    save_model(model, path, INFO)
+    return path
+
+
+def test_export_round_trip_matches_keras_step_by_step(tiny):
+    from ecgcap.captioning.inference import load_captioner
+    from ecgcap.captioning.litert import (
+        export_captioner,
+        is_current,
+        litert_folder,
+        load_captioner_litert,
+        read_contract,
+    )
+    from ecgcap.captioning.models import decoder_parts
+
+    folder = export_captioner(tiny)
+    assert folder == litert_folder(tiny) and folder.name == "tiny.litert"
+    assert is_current(folder, tiny)
+    contract = read_contract(folder)
+    assert contract["vocabulary"] == VOCAB and contract["image_size"] == 64
+    assert contract["max_length"] == 8
+    assert [x[0] for x in contract["functions"]["step"]["inputs"]][:1] == ["token"]
+    assert sorted(p.name for p in folder.iterdir()) == ["contract.json", "encode.tflite",
+                                                        "init.tflite", "step.tflite"]
+
+    lite = load_captioner_litert(folder)
+    keras_parts = decoder_parts(load_captioner(tiny)[0])
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3)).astype(np.float32)
+    for batch in (images[:1], images):  # the batch size varies from call to call
+        fmap, vec = lite.encoder.predict_on_batch(batch)
+        kfmap, kvec = (np.asarray(t) for t in keras_parts.encoder.predict_on_batch(batch))
+        np.testing.assert_allclose(fmap, kfmap, atol=1e-4)
+        np.testing.assert_allclose(vec, kvec, atol=1e-4)
+        states = lite.init.predict_on_batch(vec)
+        tokens = np.full((len(batch), 1), 2, np.int32)
+        out = lite.step.predict_on_batch([tokens, vec, fmap, *states])
+        kout = keras_parts.step.predict_on_batch([tokens, kvec, kfmap, *states])
+        assert len(out) == len(kout)
+        for a, b in zip(out, kout, strict=True):
+            np.testing.assert_allclose(a, np.asarray(b), atol=1e-4)
+
+    # a changed .keras file makes the export stale; a broken export is refused in one line
+    tiny_copy = tiny.with_name("other.keras")
+    tiny_copy.write_bytes(tiny.read_bytes() + b"\0")
+    assert not is_current(folder, tiny_copy)
+
+
+def test_a_decoder_that_does_not_convert_is_refused_in_one_line(tmp_path):
+    from ecgcap.captioning.litert import export_captioner
+    from ecgcap.captioning.models import build_captioner
+    from ecgcap.runtime.errors import EcgcapError
+    from ecgcap.runtime.modelfile import save_model
+
+    # the chapter's convpool captioner steps a Keras LSTM layer, whose loop over time LiteRT's
+    # builtin ops cannot express with a batch of any size
+    model = build_captioner(VOCAB, image_size=32, max_length=8, units=8, embed_dim=4,
+                            encoder_filters=(4, 8), convs_per_block=1, code_dim=8)
+    path = save_model(model, tmp_path / "classic.keras", {**INFO, "image_size": 32})
+    with pytest.raises(EcgcapError, match="classic.keras: its decoder_step function does not "
+                                          "convert to LiteRT builtin ops"):
+        export_captioner(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classic.keras"]
+
+
+def test_stale_or_broken_export_is_never_used(tiny, tmp_path):
+    from ecgcap.captioning.inference import load_caption_decoder
+    from ecgcap.captioning.litert import export_captioner
+    from ecgcap.runtime.errors import EcgcapError
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(tiny.read_bytes())
+    folder = export_captioner(model)
+    assert load_caption_decoder(model)[1]["runtime"] == "litert"
+    assert load_caption_decoder(model, runtime="keras")[1]["runtime"] == "keras"
+    contract = json.loads((folder / "contract.json").read_text())
+    contract["source_sha256"] = "0" * 64  # made from another file
+    (folder / "contract.json").write_text(json.dumps(contract))
+    assert load_caption_decoder(model)[1]["runtime"] == "keras"
+    with pytest.raises(EcgcapError, match="no current LiteRT export"):
+        load_caption_decoder(model, runtime="litert")
+    (folder / "step.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(EcgcapError, match="step.tflite: not a loadable LiteRT model"):
+        load_caption_decoder(folder)
+
+
+@pytest.mark.parametrize("name", ["photo", "rsicd"])
+def test_shipped_exports_are_current(name):
+    from ecgcap.captioning.inference import SHIPPED_MODELS
+    from ecgcap.captioning.litert import is_current, litert_folder
+
+    folder = litert_folder(SHIPPED_MODELS[name])
+    assert is_current(folder, SHIPPED_MODELS[name]), \
+        f"re-export: python -m ecgcap.export {name}"
+    for f in folder.glob("*.tflite"):
+        assert f.stat().st_size <= 32_000_000
+
+
+def test_shipped_photo_model_same_captions_on_litert_and_keras(flickr8k_dir):
+    from ecgcap.captioning.datasets import load_captions
+    from ecgcap.captioning.images import load_images
+    from ecgcap.captioning.inference import load_caption_decoder
+
+    val = load_captions("flickr8k", "val", data_dir=str(flickr8k_dir), report=lambda _: None)
+    images = load_images(val.paths()[:8], 224)
+    lite, info = load_caption_decoder("photo")
+    assert info["runtime"] == "litert"
+    keras_decoder, _ = load_caption_decoder("photo", runtime="keras")
+    for beam in (1, 3):
+        assert lite.caption(images, beam=beam) == keras_decoder.caption(images, beam=beam)
+    words = lite.decode(images[:1], beam=3)[0]
+    alphas = lite.attention(images[:1], [words])[0]
+    np.testing.assert_allclose(alphas.sum(-1), 1.0, atol=1e-4)
+
+
+_WATCH = """
+import runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow")
+sys.exit(code)
+"""
+
+
+def run_watching_imports(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m module args`` that also prints whether TensorFlow was imported."""
+    return subprocess.run([sys.executable, "-c", _WATCH, module, *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ})
+
+
+def test_caption_one_photo_without_tensorflow(flickr8k_dir, tmp_path):
+    photo = next(p for p in sorted((flickr8k_dir / "images").iterdir()) if p.suffix == ".jpg")
+    result = run_watching_imports("ecgcap.caption", str(photo))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    line, marker = result.stdout.strip().splitlines()
+    assert line.startswith(f"{photo}\t") and len(line.split("\t")[1].split()) >= 3
+    assert marker == "no tensorflow"
+
+    out = tmp_path / "where.png"
+    result = run_watching_imports("ecgcap.caption", str(photo), "--attention", str(out))
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.strip().endswith("no tensorflow") and out.stat().st_size > 10_000
+
+    missing = run_watching_imports("ecgcap.caption", str(tmp_path / "nope.jpg"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"python -m ecgcap.caption: error: {tmp_path / 'nope.jpg'}: no such image file"]
+    assert missing.stdout.strip() == "no tensorflow"
+
+
+def test_export_refuses_an_ecg_model_in_one_line(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "models" / "mitdb_lstm_beats.keras"
+    result = run_module("ecgcap.export", str(path), "--out", str(tmp_path / "x.litert"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"python -m ecgcap.export: error: {path}: a 'ecg-beats' model: only captioners export for "
+        "now"]
+    assert not (tmp_path / "x.litert").exists()
