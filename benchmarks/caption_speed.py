@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from ecgcap.captioning.datasets import load_captions
     from ecgcap.captioning.decoding import CaptionDecoder, greedy_with_predict
     from ecgcap.captioning.images import load_images
-    from ecgcap.captioning.inference import load_captioner
+    from ecgcap.captioning.inference import load_caption_decoder, load_captioner
     from ecgcap.runtime.device import configure_device
+    from ecgcap.runtime.errors import EcgcapError
 
     print(configure_device("cpu"))
     model, info = load_captioner(args.model)
@@ -54,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     dataset = info.get("dataset", "rsicd")
     val = load_captions(dataset, "val", data_dir=args.data_dir, report=lambda line: None)
     paths = val.paths()[:args.images]
+    if len(paths) < args.images:  # Flickr8k dev has 135 photos present: top up from train
+        train = load_captions(dataset, "train", data_dir=args.data_dir, report=lambda line: None)
+        paths += train.paths()[:args.images - len(paths)]
     images = load_images(paths, decoder.image_size)
-    print(f"{len(images)} {dataset} val images at {decoder.image_size} px")
+    print(f"{len(images)} {dataset} images (val first, then train) at {decoder.image_size} px")
 
     walls = []
     for _ in range(3):
@@ -73,14 +77,28 @@ def main(argv: list[str] | None = None) -> int:
     if "soft_attention" not in {layer.name for layer in model.layers}:
         _training_step(model, info, val, images)
 
-    print(f"\n{'decoding':28}{'1 image (ms)':>14}{f'{len(images)} images/s':>16}")
-    for beam in (1, 3):
-        decoder.caption(images[:1], beam=beam)
-        decoder.caption(images[:64], beam=beam)  # compile for both shapes
-        one = _timed(lambda b=beam: decoder.caption(images[:1], beam=b), 10)
-        many = _timed(lambda b=beam: decoder.caption(images, beam=b), 2)
-        name = "greedy" if beam == 1 else f"beam {beam}"
-        print(f"{name + ' (compiled step)':28}{one * 1000:14.1f}{len(images) / many:16.1f}")
+    runtimes = [("Keras, compiled step", decoder)]
+    try:
+        litert, _ = load_caption_decoder(args.model, runtime="litert")
+        runtimes.append(("LiteRT export", litert))
+    except EcgcapError as exc:
+        print(f"no LiteRT row: {exc}")
+    print(f"\n{'decoding':34}{'1 image (ms)':>14}{f'{len(images)} images/s':>16}")
+    captions = {}
+    for name, runner in runtimes:
+        for beam in (1, 3):
+            runner.caption(images[:1], beam=beam)
+            runner.caption(images[:64], beam=beam)  # compile (trace) for both shapes
+            one = _timed(lambda r=runner, b=beam: r.caption(images[:1], beam=b), 10)
+            many = _timed(lambda r=runner, b=beam: r.caption(images, beam=b), 2)
+            captions[name, beam] = runner.caption(images, beam=beam)
+            label = f"{name}, {'greedy' if beam == 1 else f'beam {beam}'}"
+            print(f"{label:34}{one * 1000:14.1f}{len(images) / many:16.1f}")
+    if len(runtimes) == 2:
+        for beam in (1, 3):
+            same = sum(a == b for a, b in zip(captions[runtimes[0][0], beam],
+                                              captions[runtimes[1][0], beam], strict=True))
+            print(f"LiteRT and Keras, beam {beam}: {same} of {len(images)} captions identical")
 
     vocab = decoder.parts.vocabulary
     n = 32

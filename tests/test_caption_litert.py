@@ -113,6 +113,38 @@ def test_stale_or_broken_export_is_never_used(tiny, tmp_path):
     (folder / "step.tflite").write_bytes(b"not a flatbuffer")
     with pytest.raises(EcgcapError, match="step.tflite: not a loadable LiteRT model"):
         load_caption_decoder(folder)
+    # a current contract beside a broken function: auto still captions, with Keras, and says why
+    export_captioner(model)  # current again
+    (folder / "step.tflite").write_bytes(b"not a flatbuffer")
+    _, info = load_caption_decoder(model)
+    assert info["runtime"] == "keras"
+    assert "step.tflite: not a loadable LiteRT model" in info["litert_skipped"]
+    with pytest.raises(EcgcapError, match="step.tflite: not a loadable LiteRT model"):
+        load_caption_decoder(model, runtime="litert")
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(tiny, tmp_path):
+    from ecgcap.captioning.litert import export_captioner
+    from ecgcap.runtime.errors import EcgcapError
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(tiny.read_bytes())
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(EcgcapError, match="precious: a folder that is not a LiteRT export"):
+        export_captioner(model, precious)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    with pytest.raises(EcgcapError, match=f"{tmp_path}: holds m.keras itself"):
+        export_captioner(model, tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EcgcapError, match="file: exists and is not a folder"):
+        export_captioner(model, tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m.keras", "precious"]
+    out = export_captioner(model, tmp_path / "out")  # a new folder, then replaced by a new export
+    assert export_captioner(model, out) == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m.keras", "out", "precious"]
+    assert sorted(p.name for p in out.iterdir())[0] == "contract.json"
 
 
 @pytest.mark.parametrize("name", ["photo", "rsicd"])

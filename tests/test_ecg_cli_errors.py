@@ -68,13 +68,18 @@ def _break(kind: str, record: Path) -> str:
         hea.write_text(hea.read_text().replace("100 2 360 ", "100 2 3x0 ", 1))
         return (f"{hea}: the record line '100 2 3x0 650000': sampling frequency '3x0' is not "
                 "a number")
+    if kind == "sampling frequency zero":
+        hea.write_text(hea.read_text().replace("100 2 360 ", "100 2 0 ", 1))
+        return (f"{hea}: the record line '100 2 0 650000': sampling frequency '0' is not "
+                "positive")
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["0-byte header", "truncated signal",
                                   "header with another format",
                                   "header with another number of signals",
-                                  "sampling frequency not a number"])
+                                  "sampling frequency not a number",
+                                  "sampling frequency zero"])
 def test_a_bad_record_is_one_line_before_tensorflow(kind, record_copy):
     expected = _break(kind, record_copy)
     result = _main_in_subprocess("ecgcap.classify_ecg", str(record_copy), "--device", "cpu")

@@ -39,7 +39,9 @@ def caption_command(args: argparse.Namespace, out: TextIO) -> int:
         if args.json:
             out.write("[]\n")
         return EXIT_USAGE
-    decoder, _ = load_caption_decoder(args.model, runtime=args.runtime)
+    decoder, info = load_caption_decoder(args.model, runtime=args.runtime)
+    if info.get("litert_skipped"):
+        print(f"python -m ecgcap.caption: warning: {info['litert_skipped']}", file=sys.stderr)
     if args.attention is not None and not decoder.parts.returns_attention:
         raise EcgcapError("this model has no soft attention over a feature grid to draw (the "
                           "shipped photo model has)", input=f"--attention {args.attention}")

@@ -7,6 +7,7 @@ unless ``runtime="keras"``: same captions, without importing TensorFlow.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,7 +68,8 @@ def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str
 
     ``runtime``: ``auto`` runs a current LiteRT export (:mod:`ecgcap.captioning.litert`) when
     there is one (the folder itself, or ``NAME.litert/`` beside ``NAME.keras`` made from this
-    very file), else Keras; ``litert`` insists on the export; ``keras`` loads the ``.keras``
+    very file), else Keras (also when the export cannot be loaded: ``info["litert_skipped"]``
+    says why); ``litert`` insists on the export; ``keras`` loads the ``.keras``
     file.
     """
     from ecgcap.captioning import litert
@@ -85,14 +87,24 @@ def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str
     if not path.is_file():
         raise EcgcapError("no such model file", input=str(path))
     folder = litert.litert_folder(path)
+    skipped = None
     if runtime != "keras" and folder.is_dir() and litert.is_current(folder, path):
-        parts = litert.load_captioner_litert(folder)
-        return CaptionDecoder(parts, batch_size=batch_size), {**parts.info, "runtime": "litert"}
+        try:
+            parts = litert.load_captioner_litert(folder)
+            return (CaptionDecoder(parts, batch_size=batch_size),
+                    {**parts.info, "runtime": "litert"})
+        except (EcgcapError, ImportError) as exc:
+            if runtime == "litert":
+                raise
+            skipped = f"{exc}; the .keras file is used instead"  # auto: Keras still works
     if runtime == "litert":
         raise EcgcapError(f"no current LiteRT export beside it ({folder.name}/); make one with "
                           f"python -m ecgcap.export {path}", input=str(path))
     keras_model, info = load_captioner(path)
-    return CaptionDecoder(keras_model, batch_size=batch_size), {**info, "runtime": "keras"}
+    info = {**info, "runtime": "keras"}
+    if skipped:
+        info["litert_skipped"] = skipped
+    return CaptionDecoder(keras_model, batch_size=batch_size), info
 
 
 def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int = 3,
@@ -109,7 +121,7 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
     if beam < 1:
         raise EcgcapError("must be 1 or more", input=f"--beam {beam}")
     if isinstance(model, CaptionDecoder):
-        decoder = model
+        decoder = copy.copy(model)  # the caller's decoder keeps its own batch size
         decoder.batch_size = max(batch_size * beam, 1)
     else:
         decoder = CaptionDecoder(model, batch_size=max(batch_size * beam, 1))

@@ -89,12 +89,16 @@ def export_captioner(keras_path: str | os.PathLike, out: str | os.PathLike | Non
     from ecgcap.captioning.models import decoder_parts
 
     keras_path = Path(keras_path)
+    folder = Path(out) if out is not None else litert_folder(keras_path)
+    _check_out(folder, keras_path)
     model, info = load_captioner(keras_path)
     parts = decoder_parts(model)
-    folder = Path(out) if out is not None else litert_folder(keras_path)
     functions = {"encode": parts.encoder, "init": parts.init, "step": parts.step}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent
                                 if folder.parent.is_dir() else None))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
     try:
         contract: dict[str, Any] = {
             "format": "ecgcap captioner, LiteRT", "version": FORMAT_VERSION,
@@ -120,13 +124,34 @@ def export_captioner(keras_path: str | os.PathLike, out: str | os.PathLike | Non
                 "outputs": [[t.name, [None, *t.shape[1:]], str(t.dtype)]
                             for t in fn_model.outputs]}
         atomic_write_json(tmp / CONTRACT, contract)
-        if folder.exists():
-            shutil.rmtree(folder)
+        old = None
+        if folder.exists():  # an earlier export (_check_out): moved aside, then removed
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            folder.rename(old / folder.name)
         tmp.rename(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _check_out(folder: Path, keras_path: Path) -> None:
+    """Refuse an output folder whose replacement would destroy anything but an earlier
+    export: a file, a folder holding the model itself, a non-empty folder with no
+    contract.json."""
+    if folder.exists() and not folder.is_dir():
+        raise EcgcapError("exists and is not a folder", input=str(folder))
+    if not folder.is_dir():
+        return
+    source = keras_path.resolve()
+    if folder.resolve() in source.parents:
+        raise EcgcapError(f"holds {keras_path.name} itself; name a new folder for the export",
+                          input=str(folder))
+    if any(folder.iterdir()) and not (folder / CONTRACT).is_file():
+        raise EcgcapError("a folder that is not a LiteRT export (no contract.json); not "
+                          "replaced: name a new or empty folder", input=str(folder))
 
 
 class _Function:

@@ -88,6 +88,9 @@ def check_header_text(text: str, name: str) -> None:
         if len(fields) > i and not re.match(pattern, fields[i]):
             raise EcgcapError(f"the record line {shown!r}: {what} {fields[i]!r} is not a "
                               "number", input=name)
+    if len(fields) > 2 and float(re.split(r"[/(]", fields[2])[0]) <= 0:
+        raise EcgcapError(f"the record line {shown!r}: sampling frequency {fields[2]!r} is "
+                          "not positive", input=name)
     if "/" in fields[0]:
         return  # a multi-segment record: its lines list segments, not signals
     n_sig = int(fields[1])
