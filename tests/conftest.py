@@ -72,6 +72,27 @@ def run_module(module: str, *args: str, env: dict[str, str] | None = None, timeo
                           env=full_env, timeout=timeout)
 
 
+_WATCH = """
+import runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow")
+sys.exit(code)
+"""
+
+
+def run_watching_imports(module: str, *args: str, timeout: int = 300):
+    """``python -m module args`` in a subprocess that then prints on stdout whether TensorFlow
+    was imported (``tensorflow imported`` / ``no tensorflow``)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", _WATCH, module, *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ})
+
+
 def run_on_backend(script: str, backend: str, tmp_path: Path, *args: str):
     """Run ``script`` in its own process with ``KERAS_BACKEND=backend`` (CPU only) and check it
     ends by printing ``ok BACKEND``; skip when the backend is not installed."""

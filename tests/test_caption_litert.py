@@ -4,15 +4,12 @@ run by the LiteRT interpreter (same captions as Keras, no TensorFlow import)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import real_dataset, run_module
+from conftest import real_dataset, run_module, run_watching_imports
 
 VOCAB = ["<pad>", "<unk>", "<start>", "<end>", "a", "dog", "runs", "on", "grass"]
 SMALL = {"image_size": 64, "max_length": 8, "units": 12, "embed_dim": 6, "feature_dim": 10,
@@ -174,24 +171,6 @@ def test_shipped_photo_model_same_captions_on_litert_and_keras(flickr8k_dir):
     words = lite.decode(images[:1], beam=3)[0]
     alphas = lite.attention(images[:1], [words])[0]
     np.testing.assert_allclose(alphas.sum(-1), 1.0, atol=1e-4)
-
-
-_WATCH = """
-import runpy, sys
-sys.argv = [sys.argv[1], *sys.argv[2:]]
-try:
-    runpy.run_module(sys.argv[0], run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow")
-sys.exit(code)
-"""
-
-
-def run_watching_imports(module: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -m module args`` that also prints whether TensorFlow was imported."""
-    return subprocess.run([sys.executable, "-c", _WATCH, module, *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ})
 
 
 def test_caption_one_photo_without_tensorflow(flickr8k_dir, tmp_path):

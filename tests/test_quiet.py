@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import run_module
+from conftest import run_module, run_watching_imports
 
 COMMANDS = ["train_ecg", "classify_ecg", "score_ecg", "diagnose", "caption", "train_caption",
             "evaluate_caption", "export"]
@@ -105,28 +105,14 @@ def test_importing_ecgcap_then_tensorflow_prints_nothing():
     assert result.stderr == ""
 
 
-_WATCH = """
-import runpy, sys
-sys.argv = [sys.argv[1], *sys.argv[2:]]
-try:
-    runpy.run_module(sys.argv[0], run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow")
-sys.exit(code)
-"""
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_and_usage_errors_never_import_tensorflow(command):
     module = f"ecgcap.{command}"
-    shown = subprocess.run([sys.executable, "-c", _WATCH, module, "--help"],
-                           capture_output=True, text=True, timeout=120)
+    shown = run_watching_imports(module, "--help", timeout=120)
     assert shown.returncode == 0 and shown.stderr == ""
     assert shown.stdout.strip().endswith("no tensorflow")
     assert "(default: None)" not in shown.stdout
-    bad = subprocess.run([sys.executable, "-c", _WATCH, module, "--no-such-option"],
-                         capture_output=True, text=True, timeout=120)
+    bad = run_watching_imports(module, "--no-such-option", timeout=120)
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
     assert bad.stdout.strip() == "no tensorflow"
