@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="record paths without extension (e.g. mitdb/100), or folders of "
                              "records (their RECORDS list, else their .hea files)")
     parser.add_argument("--model", metavar="PATH", default=None,
-                        help="a .keras model (default: the shipped model for --task)")
+                        help="a .keras model, or a .tflite export of one (python -m "
+                             "ecgcap.export; run by LiteRT, without TensorFlow) (default: "
+                             "the shipped model for --task)")
     parser.add_argument("--task", choices=("beats", "rhythm"), default="beats",
                         help="which shipped model to use without --model: beats (a label per "
                              "beat, MIT-BIH) or rhythm (a label per record, CinC 2017)")
@@ -182,10 +184,15 @@ def _work(args: argparse.Namespace) -> int:
     records = _check_inputs(args, failures)
     if not records:
         return failures.exit_code() or EXIT_USAGE
-    setup_runtime(args)
-    from ecgcap.ecg.inference import load_classifier
+    if args.model is not None and Path(args.model).suffix == ".tflite":
+        from ecgcap.ecg.litert import load_litert_classifier  # refused before TensorFlow
 
-    model, info = load_classifier(args.model, args.task)
+        model, info = load_litert_classifier(args.model)
+    else:
+        setup_runtime(args)
+        from ecgcap.ecg.inference import load_classifier
+
+        model, info = load_classifier(args.model, args.task)
     rhythm = info.get("kind") == "ecg-rhythm"
     if rhythm and args.format == "wfdb":
         raise EcgcapError("a rhythm model labels whole records, not beats; use table, csv or "

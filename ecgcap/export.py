@@ -1,10 +1,15 @@
-"""``python -m ecgcap.export MODEL [--out DIR]``: a captioner as LiteRT files.
+"""``python -m ecgcap.export MODEL [--out PATH]``: a captioner or an ECG classifier as LiteRT.
 
-Writes ``NAME.litert/`` beside ``NAME.keras`` (or ``--out DIR``): the encoder, the decoder's
-initial state and one decoder step as three ``.tflite`` functions, and ``contract.json`` (image
-size, vocabulary, inputs and outputs, and the sha256 of the ``.keras`` file). ``caption`` then
-runs that model with the LiteRT interpreter instead of TensorFlow: the same captions, and one
-image in about a second instead of ten. ECG models are not exported yet.
+A captioner is written as ``NAME.litert/`` beside ``NAME.keras`` (or ``--out DIR``): the
+encoder, the decoder's initial state and one decoder step as three ``.tflite`` functions, and
+``contract.json`` (image size, vocabulary, inputs and outputs, and the sha256 of the ``.keras``
+file). ``caption`` then runs that model with the LiteRT interpreter instead of TensorFlow: the
+same captions, and one image in about a second instead of ten.
+
+An ECG classifier (``beats``, ``rhythm`` or a beat or rhythm ``.keras`` file) is written as
+``NAME.tflite`` beside it (or ``--out FILE.tflite``) with ``NAME.contract.json`` (classes,
+sampling rate, preprocessing, window or crop, inputs, sha256 of both files);
+``classify_ecg --model NAME.tflite`` runs it (:mod:`ecgcap.ecg.export`, ``docs/export.md``).
 """
 
 from __future__ import annotations
@@ -12,32 +17,63 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ecgcap.runtime.cli import make_parser, run, say
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("export", "Export a captioner as LiteRT files.", data=False)
-    parser.add_argument("model", metavar="photo|rsicd|MODEL.keras",
-                        help="a shipped captioner by name, or a captioner .keras file")
-    parser.add_argument("--format", choices=("litert",), default="litert",
-                        help="litert: TensorFlow Lite flatbuffers, float32")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="folder to write (default: NAME.litert beside NAME.keras); "
-                             "replaced whole")
+    parser = make_parser("export", "Export a captioner or an ECG classifier as LiteRT files.",
+                         data=False)
+    parser.add_argument("model", metavar="photo|rsicd|beats|rhythm|MODEL.keras",
+                        help="a shipped model by name, or a captioner, beat or rhythm .keras "
+                             "file")
+    parser.add_argument("--format", default="litert", metavar="litert",
+                        help="litert: TensorFlow Lite flatbuffers, float32 (the only format "
+                             "so far; onnx and saved_model are refused)")
+    parser.add_argument("--out", metavar="PATH", default=None,
+                        help="captioner: the folder to write (default: NAME.litert beside "
+                             "NAME.keras), replaced whole; ECG model: the .tflite file "
+                             "(default: NAME.tflite beside NAME.keras), its contract beside it")
     return parser
 
 
+ECG_NAMES = ("beats", "rhythm")
+
+
+def _export_ecg(args: argparse.Namespace, path: Path) -> int:
+    """An ECG classifier as NAME.tflite + NAME.contract.json."""
+    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.litert import contract_path
+
+    target = export_classifier(path, args.out)  # no status line first: a refusal is one line
+    print(f"{target}\t{target.stat().st_size / 1e6:.2f} MB, contract "
+          f"{contract_path(target).name}")
+    return 0
+
+
 def _work(args: argparse.Namespace) -> int:
-    from ecgcap.captioning.inference import captioner_path
-    from ecgcap.captioning.litert import export_captioner, read_contract
     from ecgcap.runtime.errors import EcgcapError
     from ecgcap.runtime.modelfile import read_info
+
+    if args.format != "litert":
+        raise EcgcapError("not supported yet: only litert (float32) exports are written "
+                          "(docs/export.md)", input=f"--format {args.format}")
+    if args.model in ECG_NAMES:
+        from ecgcap.ecg.inference import SHIPPED
+
+        return _export_ecg(args, SHIPPED[args.model])
+    path = Path(args.model)
+    if path.suffix == ".keras" and read_info(path).get("kind") in ("ecg-beats", "ecg-rhythm"):
+        return _export_ecg(args, path)
+    from ecgcap.captioning.inference import captioner_path
+    from ecgcap.captioning.litert import export_captioner, read_contract
 
     path = captioner_path(args.model)
     kind = read_info(path).get("kind")
     if kind != "caption":
-        raise EcgcapError(f"a {kind!r} model: only captioners export for now", input=str(path))
+        raise EcgcapError(f"a {kind!r} model: exports are for captioners and ECG "
+                          "classifiers", input=str(path))
     say(args, f"exporting {path} to LiteRT")
     folder = export_captioner(path, args.out)
     contract = read_contract(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import real_dataset, run_module, run_watching_imports
+from conftest import real_dataset, run_watching_imports
 
 VOCAB = ["<pad>", "<unk>", "<start>", "<end>", "a", "dog", "runs", "on", "grass"]
 SMALL = {"image_size": 64, "max_length": 8, "units": 12, "embed_dim": 6, "feature_dim": 10,
@@ -192,13 +192,3 @@ def test_caption_one_photo_without_tensorflow(flickr8k_dir, tmp_path):
     assert missing.stderr.strip().splitlines() == [
         f"python -m ecgcap.caption: error: {tmp_path / 'nope.jpg'}: no such image file"]
     assert missing.stdout.strip() == "no tensorflow"
-
-
-def test_export_refuses_an_ecg_model_in_one_line(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "models" / "mitdb_lstm_beats.keras"
-    result = run_module("ecgcap.export", str(path), "--out", str(tmp_path / "x.litert"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"python -m ecgcap.export: error: {path}: a 'ecg-beats' model: only captioners export for "
-        "now"]
-    assert not (tmp_path / "x.litert").exists()

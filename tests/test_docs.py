@@ -369,7 +369,7 @@ def test_every_documented_command_parses():
 def test_every_command_has_its_help():
     """Each documented command answers ``--help`` in a subprocess."""
     modules = sorted({m for c in SHELL_COMMANDS for m, _ in ecgcap_invocations(c.line)})
-    assert len(modules) == 7, modules
+    assert len(modules) == 8, modules
     for module in modules:
         result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                                 text=True, timeout=120, cwd=ROOT)

@@ -11,7 +11,6 @@ import numpy as np
 import wfdb
 import wfdb.processing
 
-import ecgcap.ecg.layers  # noqa: F401 - registers the custom layers rhythm models hold
 from ecgcap.ecg import io, processing
 from ecgcap.ecg.dataset import MIN_SECONDS, BeatConfig, beats_from_signal
 from ecgcap.ecg.scoring import MATCH_WINDOW, match_beats, score_annotations  # noqa: F401
@@ -29,7 +28,11 @@ WFDB_SYMBOL = {"N": "N", "S": "A", "V": "V", "F": "F", "Q": "Q"}
 
 def load_classifier(path: str | os.PathLike | None = None, task: str = "beats"
                     ) -> tuple[Any, dict[str, Any]]:
-    """Load an ECG model (``path``, or the shipped model for ``task``) with its description."""
+    """Load an ECG model (``path``, or the shipped model for ``task``) with its description.
+
+    A ``.tflite`` path is an export (:mod:`ecgcap.ecg.export`), run by the LiteRT interpreter
+    without TensorFlow: :func:`ecgcap.ecg.litert.load_litert_classifier`.
+    """
     if path is None:
         if task not in SHIPPED:
             raise EcgcapError("choose beats or rhythm", input=f"--task {task}")
@@ -37,6 +40,12 @@ def load_classifier(path: str | os.PathLike | None = None, task: str = "beats"
         if not path.is_file():
             raise EcgcapError(f"no shipped {task} model in this installation; pass --model",
                               input=str(path))
+    if Path(path).suffix == ".tflite":
+        from ecgcap.ecg.litert import load_litert_classifier
+
+        return load_litert_classifier(path)
+    import ecgcap.ecg.layers  # noqa: F401 - registers the custom layers rhythm models hold
+
     return load_model(path, (BEAT_MODEL, RHYTHM_MODEL))
 
 

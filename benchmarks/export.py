@@ -1,0 +1,160 @@
+"""LiteRT float32 exports of the shipped ECG models against their Keras originals, on real data.
+
+    ECGCAP_DATA=../shared/data python benchmarks/export.py [--rhythm-records 40]
+        [--latency-beats 300]
+
+Exports both shipped ECG models into a temporary folder (``python -m ecgcap.export``'s code),
+then prints, per model: file sizes (``.keras`` against ``.tflite``), agreement with Keras
+(max abs probability difference, label agreement %) and the task figure of both runtimes on
+real data (beats: every beat of the 22 MIT-BIH DS2 records, macro-F1; rhythm: the first
+``--rhythm-records`` CinC 2017 recordings of ``REFERENCE.csv``, the challenge score F1(N,A,O)),
+and latency at batch size 1 (the device case): per beat, Keras ``predict`` and
+``predict_on_batch`` on one beat against the LiteRT interpreter on the same beats (the first
+``--latency-beats`` DS2 beats), and per recording the same for the rhythm subset. Keras also runs
+its usual batched ``predict`` (1,024 beats a batch) for reference. Times are medians of the
+per-call wall time, on the CPU threads Keras configures (LiteRT: one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_ms(fn, items) -> float:
+    times = []
+    for item in items:
+        t = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rhythm-records", type=int, default=40)
+    parser.add_argument("--latency-beats", type=int, default=300)
+    args = parser.parse_args()
+
+    from ecgcap.ecg.api import locate_or_download
+    from ecgcap.ecg.databases import MITDB_DS2, get_database
+    from ecgcap.ecg.dataset import BeatConfig, load_beats
+    from ecgcap.ecg.evaluation import aami_report, challenge_report
+    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.inference import SHIPPED, load_classifier
+    from ecgcap.ecg.io import read_reference
+    from ecgcap.ecg.litert import load_litert_classifier
+    from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
+    from ecgcap.runtime.device import configure_device
+
+    print(configure_device("cpu"))
+    out = Path(tempfile.mkdtemp(prefix="ecgcap-export-"))
+    rows = []
+
+    # beats: every DS2 beat
+    t = time.perf_counter()
+    beats_tflite = export_classifier(SHIPPED["beats"], out / "beats.tflite")
+    export_s = time.perf_counter() - t
+    keras_model, info = load_classifier(SHIPPED["beats"])
+    lite, _ = load_litert_classifier(beats_tflite)
+    classes = info["classes"]
+    data = load_beats(locate_or_download("mitdb"), get_database("mitdb"), list(MITDB_DS2),
+                      BeatConfig.from_info(info["beats"]), quiet=True)
+    x = {"beat": data["beat"], "rr": data["rr"]}
+    n = len(data["label"])
+    t = time.perf_counter()
+    ref = keras_model.predict(x, batch_size=1024, verbose=0)
+    keras_batched = 1e3 * (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    got = lite.predict(x)
+    lite_all = 1e3 * (time.perf_counter() - t) / n
+    one = [{k: v[i:i + 1] for k, v in x.items()} for i in range(args.latency_beats)]
+    keras_model.predict(one[0], verbose=0)  # warm up both Keras paths
+    keras_model.predict_on_batch(one[0])
+    lat = {"keras predict": _median_ms(lambda b: keras_model.predict(b, verbose=0), one),
+           "keras predict_on_batch": _median_ms(keras_model.predict_on_batch, one),
+           "litert": _median_ms(lite.predict_on_batch, one)}
+    f1_keras = aami_report(data["label"], [classes[i] for i in ref.argmax(-1)])["macro_f1"]
+    f1_lite = aami_report(data["label"], [classes[i] for i in got.argmax(-1)])["macro_f1"]
+    rows.append({
+        "model": "beats (mitdb_lstm_beats)", "data": f"MIT-BIH DS2, all {n} beats",
+        "keras_mb": SHIPPED["beats"].stat().st_size / 1e6,
+        "tflite_mb": beats_tflite.stat().st_size / 1e6, "export_s": export_s,
+        "max_diff": float(np.abs(got - ref).max()),
+        "agree": 100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))),
+        "figure": f"macro-F1 {f1_keras:.4f} / {f1_lite:.4f}", "unit": "beat",
+        "latency": lat, "extra": f"Keras predict, batch 1024: {keras_batched:.3f} ms/beat; "
+                                 f"LiteRT over all {n} beats: {lite_all:.3f} ms/beat"})
+
+    # rhythm: the first recordings of REFERENCE.csv
+    t = time.perf_counter()
+    rhythm_tflite = export_classifier(SHIPPED["rhythm"], out / "rhythm.tflite")
+    export_s = time.perf_counter() - t
+    keras_model, info = load_classifier(SHIPPED["rhythm"])
+    lite, _ = load_litert_classifier(rhythm_tflite)
+    classes = info["classes"]
+    config = RhythmConfig(**info["rhythm"])
+    cinc = locate_or_download("cinc2017")
+    labels = read_reference(cinc / "REFERENCE.csv", tuple(classes))
+    names = list(labels)[:args.rhythm_records]
+    prepared = [read_recording(cinc / name, config) for name in names]
+    signals = [p["signal"] for p in prepared]
+    rr = np.stack([p["rr"] for p in prepared])
+    ref = predict_recordings(keras_model, signals, rr, config)
+    got = predict_recordings(lite, signals, rr, config)
+    each = list(range(len(names)))
+    predict_recordings(keras_model, signals[:1], rr[:1], config)  # warm up
+    lat = {
+        "keras predict": _median_ms(lambda i: predict_recordings(
+            keras_model, signals[i:i + 1], rr[i:i + 1], config, batch_size=1,
+            predict=lambda b: keras_model.predict(b, verbose=0)), each),
+        "keras predict_on_batch": _median_ms(lambda i: predict_recordings(
+            keras_model, signals[i:i + 1], rr[i:i + 1], config, batch_size=1), each),
+        "litert": _median_ms(lambda i: predict_recordings(
+            lite, signals[i:i + 1], rr[i:i + 1], config, batch_size=1), each)}
+    truth = [labels[name] for name in names]
+    score_keras = challenge_report(truth, [classes[i] for i in ref.argmax(-1)])["score"]
+    score_lite = challenge_report(truth, [classes[i] for i in got.argmax(-1)])["score"]
+    seconds = sum(len(s) for s in signals) / config.fs / len(signals)
+    rows.append({
+        "model": "rhythm (cinc2017_lstm_rhythm)",
+        "data": f"CinC 2017, first {len(names)} recordings (mean {seconds:.0f} s)",
+        "keras_mb": SHIPPED["rhythm"].stat().st_size / 1e6,
+        "tflite_mb": rhythm_tflite.stat().st_size / 1e6, "export_s": export_s,
+        "max_diff": float(np.abs(got - ref).max()),
+        "agree": 100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))),
+        "figure": f"F1(N,A,O) {score_keras:.4f} / {score_lite:.4f}", "unit": "recording",
+        "latency": lat, "extra": "crops of 30 s every 15 s, one crop per call"})
+
+    print()
+    print("| model | data | .keras MB | .tflite MB | export s | max abs prob diff | "
+          "labels agree | task figure (Keras / LiteRT) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['data']} | {r['keras_mb']:.2f} | {r['tflite_mb']:.2f} | "
+              f"{r['export_s']:.0f} | {r['max_diff']:.2g} | {r['agree']:.2f}% | "
+              f"{r['figure']} |")
+    print()
+    print("| model | batch-1 latency | Keras predict | Keras predict_on_batch | LiteRT | "
+          "LiteRT speed-up vs predict / predict_on_batch |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        lat = r["latency"]
+        print(f"| {r['model'].split()[0]} | ms per {r['unit']} | {lat['keras predict']:.2f} | "
+              f"{lat['keras predict_on_batch']:.2f} | {lat['litert']:.2f} | "
+              f"{lat['keras predict'] / lat['litert']:.1f}x / "
+              f"{lat['keras predict_on_batch'] / lat['litert']:.1f}x |")
+    print()
+    for r in rows:
+        print(f"{r['model'].split()[0]}: {r['extra']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Export an ECG classifier (beat or rhythm ``.keras``) as a LiteRT float32 file and contract.
+
+:func:`export_classifier` writes ``NAME.tflite`` and ``NAME.contract.json`` side by side
+(``docs/export.md`` says what each contract entry means). The function is traced with batch
+size 1, the device case, because the converter can lower Keras' recurrent loop (a
+``TensorList`` inside ``WHILE``) to LiteRT builtin ops only when the loop's state has a static
+shape; the loop stays a loop over time, never unrolled. A rhythm model also takes a fixed
+crop (``crop_seconds`` of its configuration, 30 s = 4,500 samples at 150 Hz) with its 0/1
+mask: recordings are cut into such crops anyway, and a shorter one is right-padded and masked.
+
+Before anything is written the export is run on one example and compared with the Keras
+model; both files are written under temporary names and then renamed, so a failed export
+leaves nothing behind, and the contract records the ``.tflite`` file's sha256, so a pair that
+does not belong together is refused when loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgcap.ecg.litert import FORMAT, FORMAT_VERSION, contract_path, sha256_file
+from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.modelfile import read_info
+
+KINDS = {"ecg-beats": "beats", "ecg-rhythm": "rhythm"}
+TOLERANCE = 1e-4  # max abs probability difference from Keras accepted at export
+
+
+def default_target(keras_path: str | os.PathLike) -> Path:
+    """Where an export goes by default: ``NAME.tflite`` beside ``NAME.keras``."""
+    return Path(keras_path).with_suffix(".tflite")
+
+
+def _input_shapes(model: Any, info: dict[str, Any], source: str) -> dict[str, tuple[int, ...]]:
+    """The shape (batch 1) of each input of the exported function."""
+    shapes = {}
+    rhythm = info["kind"] == "ecg-rhythm"
+    if rhythm:
+        from ecgcap.ecg.recordings import RhythmConfig
+
+        crop = RhythmConfig(**info["rhythm"]).crop
+    for t in model.inputs:
+        shape = [1, *t.shape[1:]]
+        if rhythm and t.name in ("signal", "mask"):
+            shape[1] = crop
+        if None in shape:
+            raise EcgcapError(f"its input {t.name!r} has no fixed size {tuple(t.shape[1:])}; "
+                              "LiteRT needs one", input=source)
+        shapes[t.name] = tuple(int(d) for d in shape)
+    return shapes
+
+
+def _convert(model: Any, shapes: dict[str, tuple[int, ...]], source: str) -> bytes:
+    """The model as a float32 LiteRT flatbuffer of builtin ops, signature ``serving_default``:
+    named inputs -> ``probabilities``."""
+    import tensorflow as tf
+
+    specs = {name: tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()}
+
+    @tf.function(input_signature=[specs])
+    def serving_default(inputs):
+        return {"probabilities": model(inputs, training=False)}
+
+    holder = tf.Module()  # tracks the variables, so that the converter freezes them
+    holder.variables_ = [getattr(v, "value", v) for v in model.weights]
+    holder.fn = serving_default
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serving_default.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        reason = next((line.split("error:", 1)[1].strip() for line in str(exc).splitlines()
+                       if "error:" in line), type(exc).__name__)
+        raise EcgcapError(f"does not convert to LiteRT builtin ops ({reason[:160]})",
+                          input=source) from None
+
+
+def _example(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """A fixed pseudo-random input; a rhythm crop is half real, half masked padding."""
+    rng = np.random.default_rng(0)
+    x = {name: rng.normal(size=shape).astype(np.float32) for name, shape in shapes.items()}
+    if "mask" in x:
+        half = x["mask"].shape[1] // 2
+        x["mask"][:] = 1.0
+        x["mask"][:, half:] = 0.0
+        x["signal"][:, half:] = 0.0
+    return x
+
+
+def _check(flatbuffer: bytes, model: Any, shapes: dict[str, tuple[int, ...]], source: str
+           ) -> tuple[float, int]:
+    """Run the flatbuffer on one example; refuse it unless it answers as Keras does and its
+    recurrent layers are loops. Returns the difference and the number of ``WHILE`` ops."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = _example(shapes)
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    loops = sum(op["op_name"] == "WHILE" for op in interpreter._get_ops_details())
+    if not loops:
+        raise EcgcapError("the LiteRT export has no WHILE loop: its recurrent layers were "
+                          "not kept as loops over time", input=source)
+    lite = interpreter.get_signature_runner()(**x)["probabilities"]
+    ref = np.asarray(model.predict_on_batch(x))
+    diff = float(np.max(np.abs(lite - ref)))
+    if not diff < TOLERANCE:
+        raise EcgcapError(f"the LiteRT export answers unlike the Keras model (max abs "
+                          f"probability difference {diff:.2g} >= {TOLERANCE:g})", input=source)
+    return diff, loops
+
+
+def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
+    """What a runtime must do to a recording before calling the function (plain words and
+    numbers; the reference implementation is ecgcap.ecg.dataset / ecgcap.ecg.recordings)."""
+    from ecgcap.ecg import processing
+
+    if info["kind"] == "ecg-beats":
+        from ecgcap.ecg.dataset import BeatConfig
+
+        c = BeatConfig.from_info(info["beats"])
+        before, after = c.window
+        rr = ["prev_rr_s", "next_rr_s", "local_rr_s", "average_rr_s"]
+        if not c.rr_seconds:
+            rr = [f"0 (was {name})" for name in rr]
+        rr += ["prev/average", "next/average", "local/average", "prev/local"]
+        if c.rr_irregularity:
+            rr.append("irregularity")
+        return {
+            "lead": c.lead, "sampling_rate": c.fs,
+            "filter": f"zero-phase Butterworth band-pass {c.highpass:g}-{c.lowpass:g} Hz "
+                      "(order 2, forward-backward) at the recording's own rate",
+            "resample": f"polyphase to {c.fs:g} Hz; R-peak positions rounded to that rate",
+            "normalise": "the whole lead: (x - median) / (1.4826 * median |x - median|)",
+            "window": {"before": before, "after": after, "samples": c.length,
+                       "around": "each R peak: samples [peak - before, peak + after)"},
+            "beat_channels": ["normalised window",
+                              "normalised window minus the record's median window"],
+            "rr_features": rr,
+            "local_beats": c.local_beats,
+            "one_call": "one beat: beat (1, samples, 2) and rr (1, features)"}
+    from ecgcap.ecg.recordings import RhythmConfig
+
+    c = RhythmConfig(**info["rhythm"])
+    channels = ["normalised waveform"]
+    if c.rr_channels:
+        channels += ["RR interval (s) the sample lies in", "log(RR / previous RR)"]
+    return {
+        "lead": c.lead or "the first signal", "sampling_rate": c.fs,
+        "filter": f"zero-phase Butterworth band-pass {c.highpass:g}-{c.lowpass:g} Hz "
+                  "(order 2, forward-backward) at the recording's own rate",
+        "resample": f"polyphase to {c.fs:g} Hz",
+        "normalise": "the whole recording: (x - median) / (1.4826 * median |x - median|)",
+        "signal_channels": channels,
+        "r_peaks": "wfdb's XQRS detector on the unfiltered lead at the recording's rate",
+        "rr_features": list(processing.HRV_FEATURES),
+        "min_seconds": c.min_seconds,
+        "crop": {"samples": c.crop, "seconds": c.crop_seconds, "stride_samples": c.stride,
+                 "policy": "crops every stride samples, the last ending at the recording's "
+                           "end; a recording shorter than a crop is one crop, right-padded "
+                           "with zeros and mask 0; the recording's probabilities are the "
+                           "mean over its crops"},
+        "one_call": "one crop: signal (1, crop, channels), mask (1, crop) 1 = real sample, "
+                    "rr (1, features) of the whole recording"}
+
+
+def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | None = None
+                      ) -> Path:
+    """Export the ECG classifier in ``keras_path`` to ``out`` (default
+    :func:`default_target`) and its contract beside it; returns the ``.tflite`` path.
+
+    Raises ``EcgcapError`` (one line naming the model and the reason) when the model is not
+    an ECG classifier, does not convert, or answers unlike Keras; nothing is written then.
+    """
+    from ecgcap.ecg.inference import load_classifier
+    from ecgcap.runtime.quiet import framework_quiet
+
+    keras_path = Path(keras_path)
+    source = str(keras_path)
+    info = read_info(keras_path)
+    if info.get("kind") not in KINDS:
+        raise EcgcapError(f"a {info.get('kind')!r} model, not an ECG classifier", input=source)
+    target = Path(out) if out is not None else default_target(keras_path)
+    if target.suffix != ".tflite":
+        raise EcgcapError("an ECG export is one .tflite file (its contract goes beside it)",
+                          input=f"--out {target}")
+    for path in (target, contract_path(target)):
+        if path.is_dir():
+            raise EcgcapError("is a folder; name a .tflite file", input=str(path))
+    with framework_quiet():  # TensorFlow's start-up and GPU-probe lines; errors still show
+        model, info = load_classifier(keras_path)
+        shapes = _input_shapes(model, info, source)
+        flatbuffer = _convert(model, shapes, source)
+        diff, loops = _check(flatbuffer, model, shapes, source)
+    contract: dict[str, Any] = {
+        "format": FORMAT, "version": FORMAT_VERSION,
+        "task": KINDS[info["kind"]], "classes": list(info["classes"]),
+        "sampling_rate": float((info.get("beats") or info.get("rhythm"))["fs"]),
+        "inputs": [{"name": name, "shape": list(shape), "dtype": "float32"}
+                   for name, shape in shapes.items()],
+        "outputs": [{"name": "probabilities", "shape": [1, len(info["classes"])],
+                     "dtype": "float32", "means": "softmax over classes, in their order"}],
+        "signature": "serving_default",
+        "preprocessing": _preprocessing(info),
+        "recurrence": f"each {info.get('cell', 'recurrent').upper()} layer (and direction) "
+                      "runs as a WHILE loop over time steps, not unrolled",
+        "while_loops": loops,
+        "source": keras_path.name, "source_sha256": sha256_file(keras_path),
+        "tflite_sha256": "", "checked_max_abs_difference": diff,
+        "info": info}
+    if "crop" in contract["preprocessing"]:
+        contract["crop_samples"] = contract["preprocessing"]["crop"]["samples"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    temps = []
+    try:  # both files whole under temporary names first, then renamed into place
+        for suffix in (".tflite", ".json"):
+            fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{suffix}",
+                                        dir=target.parent)
+            os.close(fd)
+            os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600
+            temps.append(Path(name))
+        temps[0].write_bytes(flatbuffer)
+        contract["tflite_sha256"] = sha256_file(temps[0])
+        temps[1].write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
+        os.replace(temps[0], target)
+        os.replace(temps[1], contract_path(target))
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return target

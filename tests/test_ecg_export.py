@@ -1,0 +1,187 @@
+"""ECG classifiers exported to LiteRT: the shipped beat and rhythm models answer as their Keras
+originals on real records, ``classify_ecg --model FILE.tflite`` runs them without TensorFlow,
+and bad exports or impossible requests are refused in one line (exit 2), leaving no file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_module, run_watching_imports
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+TOLERANCE = 1e-4
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def beat_export(tmp_path_factory) -> Path:
+    """The shipped beat model exported through the command line."""
+    target = tmp_path_factory.mktemp("beats") / "beats.tflite"
+    result = run_module("ecgcap.export", "beats", "--format", "litert", "--out", str(target))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{target}\t") and "beats.contract.json" in result.stdout
+    return target
+
+
+@pytest.fixture(scope="module")
+def rhythm_export(tmp_path_factory) -> Path:
+    """The shipped rhythm model exported in this process."""
+    from ecgcap.ecg.export import export_classifier
+
+    target = tmp_path_factory.mktemp("rhythm") / "rhythm.tflite"
+    assert export_classifier(MODELS / "cinc2017_lstm_rhythm.keras", target) == target
+    return target
+
+
+def test_beat_export_matches_keras_on_every_beat_of_record_233(beat_export, mitdb_dir):
+    from ecgcap.ecg import io, processing
+    from ecgcap.ecg.dataset import BeatConfig, beats_from_signal
+    from ecgcap.ecg.inference import load_classifier
+    from ecgcap.ecg.litert import contract_path, load_litert_classifier
+
+    contract = json.loads(contract_path(beat_export).read_text())
+    source = MODELS / "mitdb_lstm_beats.keras"
+    assert contract["task"] == "beats" and contract["classes"] == ["N", "S", "V", "F", "Q"]
+    assert contract["source_sha256"] == _sha256(source)
+    assert contract["tflite_sha256"] == _sha256(beat_export)
+    assert contract["sampling_rate"] == 180.0
+    assert {i["name"]: i["shape"] for i in contract["inputs"]} == {"beat": [1, 126, 2],
+                                                                   "rr": [1, 9]}
+    assert contract["preprocessing"]["window"]["samples"] == 126
+    assert contract["while_loops"] == 6  # 3 ensemble members x 2 directions, not unrolled
+
+    keras_model, info = load_classifier(source)
+    lite, lite_info = load_litert_classifier(beat_export)
+    assert lite_info["kind"] == "ecg-beats" and lite_info["beats"] == info["beats"]
+    record = io.read_record(mitdb_dir / "233")
+    x = processing.select_lead(io.signal_of(record), record.sig_name, "MLII")
+    ann = io.read_annotation(mitdb_dir / "233", "atr")
+    peaks = np.asarray(ann.sample)[processing.aami_classes(ann.symbol) != ""]
+    inputs = beats_from_signal(x, record.fs, peaks, BeatConfig.from_info(info["beats"]))
+    inputs = {"beat": inputs["beat"], "rr": inputs["rr"]}
+    expected = keras_model.predict(inputs, batch_size=1024, verbose=0)
+    got = lite.predict(inputs)
+    assert got.shape == expected.shape and len(got) > 3000
+    assert np.array_equal(got.argmax(-1), expected.argmax(-1))
+    assert float(np.abs(got - expected).max()) < TOLERANCE
+
+
+def test_classify_ecg_runs_a_beat_export_without_tensorflow(beat_export, mitdb_dir):
+    """Same CLI path and output format; labels as the Keras model gives them."""
+    from ecgcap.ecg.inference import classify_record, load_classifier
+
+    result = run_watching_imports("ecgcap.classify_ecg", str(mitdb_dir / "233"), "--model",
+                                  str(beat_export), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    body, flag = result.stdout.rstrip().rsplit("\n", 1)
+    assert flag == "no tensorflow"
+    (lite,) = json.loads(body)
+    keras = classify_record(*load_classifier(MODELS / "mitdb_lstm_beats.keras"),
+                            str(mitdb_dir / "233"))
+    assert lite["positions"] == keras["positions"] == "atr"
+    assert [b["sample"] for b in lite["beats"]] == [b["sample"] for b in keras["beats"]]
+    assert [b["label"] for b in lite["beats"]] == [b["label"] for b in keras["beats"]]
+    worst = max(abs(a["probabilities"][c] - b["probabilities"][c])
+                for a, b in zip(lite["beats"], keras["beats"], strict=True)
+                for c in a["probabilities"])
+    assert worst <= 1.5e-4  # both rounded to 4 decimals
+
+
+def test_rhythm_export_matches_keras_on_cinc2017_recordings(rhythm_export, cinc2017_dir):
+    """A00014 (18.6 s: one crop, padded) and A00103 (60 s: three crops)."""
+    from ecgcap.ecg.inference import load_classifier
+    from ecgcap.ecg.litert import contract_path, load_litert_classifier
+    from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
+
+    contract = json.loads(contract_path(rhythm_export).read_text())
+    assert contract["task"] == "rhythm" and contract["classes"] == ["N", "A", "O", "~"]
+    assert contract["crop_samples"] == 4500 and contract["sampling_rate"] == 150.0
+    assert contract["source_sha256"] == _sha256(MODELS / "cinc2017_lstm_rhythm.keras")
+    shapes = {i["name"]: i["shape"] for i in contract["inputs"]}
+    assert shapes == {"signal": [1, 4500, 3], "mask": [1, 4500], "rr": [1, 12]}
+    assert contract["while_loops"] == 4  # two bidirectional LSTM layers
+
+    keras_model, info = load_classifier(task="rhythm")
+    lite, _ = load_litert_classifier(rhythm_export)
+    config = RhythmConfig(**info["rhythm"])
+    prepared = [read_recording(cinc2017_dir / name, config) for name in ("A00014", "A00103")]
+    assert len(prepared[0]["signal"]) < config.crop < len(prepared[1]["signal"])
+    signals = [p["signal"] for p in prepared]
+    rr = np.stack([p["rr"] for p in prepared])
+    expected = predict_recordings(keras_model, signals, rr, config)
+    got = predict_recordings(lite, signals, rr, config)
+    assert np.array_equal(got.argmax(-1), expected.argmax(-1))
+    assert float(np.abs(got - expected).max()) < TOLERANCE
+
+
+def test_classify_ecg_runs_a_rhythm_export(rhythm_export, cinc2017_dir):
+    result = run_watching_imports("ecgcap.classify_ecg", str(cinc2017_dir / "A00103"),
+                                  "--model", str(rhythm_export), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "record,label,p_N,p_A,p_O,p_~" and lines[-1] == "no tensorflow"
+    assert lines[1].startswith("A00103,O,")  # the Keras model's label (an "other rhythm")
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "not_litert", "no_contract"])
+def test_a_corrupt_export_is_refused_in_one_line_before_tensorflow(beat_export, mitdb_dir,
+                                                                   tmp_path, damage):
+    from ecgcap.ecg.litert import contract_path
+
+    bad = tmp_path / "bad.tflite"
+    data = beat_export.read_bytes()
+    if damage == "flipped":
+        data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + \
+            data[len(data) // 2 + 1:]
+    elif damage == "truncated":
+        data = data[:len(data) // 3]
+    elif damage == "not_litert":
+        data = b"PK\x03\x04 this is a zip, not a flatbuffer"
+    bad.write_bytes(data)
+    if damage != "no_contract":
+        contract_path(bad).write_text(contract_path(beat_export).read_text())
+    result = run_watching_imports("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model",
+                                  str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"python -m ecgcap.classify_ecg: error: {bad}")
+    reason = {"flipped": "corrupt or changed", "truncated": "corrupt or changed",
+              "not_litert": "not a LiteRT model", "no_contract": "bad.contract.json beside it"}
+    assert reason[damage] in lines[0]
+    assert result.stdout.strip() == "no tensorflow"
+
+
+def test_an_unsupported_format_is_refused_in_one_line(tmp_path):
+    result = run_module("ecgcap.export", "beats", "--format", "onnx", "--out",
+                        str(tmp_path / "b.tflite"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "python -m ecgcap.export: error: --format onnx: not supported yet: only litert "
+        "(float32) exports are written (docs/export.md)"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_model_that_cannot_export_is_refused_in_one_line_leaving_nothing(tmp_path):
+    """A beat model whose window length is free has no fixed-size LiteRT function."""
+    from ecgcap.ecg.models import build_lstm_classifier
+    from ecgcap.runtime.modelfile import save_model
+
+    model = build_lstm_classifier(input_length=None, rr_features=9, units=4, dense_units=4,
+                                  conv_filters=(4,))
+    path = tmp_path / "free.keras"
+    save_model(model, path, {"kind": "ecg-beats", "classes": ["N", "S", "V", "F", "Q"],
+                             "beats": {"rr_seconds": False, "rr_irregularity": True}})
+    result = run_module("ecgcap.export", str(path), "--out", str(tmp_path / "free.tflite"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"python -m ecgcap.export: error: {path}: its input 'beat' has no fixed size "
+        "(None, 2); LiteRT needs one"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free.keras"]
