@@ -135,6 +135,8 @@ class LiteRTClassifier:
     def predict_on_batch(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities ``(batch, classes)`` for a dict of input arrays."""
         n = len(next(iter(inputs.values())))
+        if n == 0:
+            return np.zeros((0, len(self.contract["classes"])), dtype=np.float32)
         return np.concatenate([self._run(self._row(inputs, i)) for i in range(n)], axis=0)
 
     def predict(self, inputs: dict[str, np.ndarray], batch_size: int | None = None,
