@@ -1,7 +1,7 @@
-"""LiteRT float32 exports of the shipped ECG models against their Keras originals, on real data.
+"""LiteRT exports of the shipped ECG models against their Keras originals, on real data.
 
     ECGCAP_DATA=../shared/data python benchmarks/export.py [--rhythm-records 40]
-        [--latency-beats 300]
+        [--latency-beats 300] [--calibration-records 101 106 ...]
 
 Exports both shipped ECG models into a temporary folder (``python -m ecgcap.export``'s code),
 then prints, per model: file sizes (``.keras`` against ``.tflite``), agreement with Keras
@@ -13,11 +13,18 @@ and latency at batch size 1 (the device case): per beat, Keras ``predict`` and
 ``--latency-beats`` DS2 beats), and per recording the same for the rhythm subset. Keras also runs
 its usual batched ``predict`` (1,024 beats a batch) for reference. Times are medians of the
 per-call wall time, on the CPU threads Keras configures (LiteRT: one thread).
+
+Then the beat model once per quantisation (``none``, ``float16``, ``int8``), each export
+calibrated on the beats of MIT-BIH DS1 records (the training patients; by default all 22,
+1,000 beats drawn from them), never on DS2: file size, its fraction of the float32 file,
+difference and label agreement with Keras on all DS2 beats, DS2 macro-F1, and batch-1 latency
+per beat.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -40,16 +47,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rhythm-records", type=int, default=40)
     parser.add_argument("--latency-beats", type=int, default=300)
+    parser.add_argument("--calibration-records", nargs="+", default=None,
+                        help="MIT-BIH records to calibrate on (default: all of DS1)")
+    parser.add_argument("--skip-float", action="store_true",
+                        help="only the quantisation table")
     args = parser.parse_args()
 
     from ecgcap.ecg.api import locate_or_download
-    from ecgcap.ecg.databases import MITDB_DS2, get_database
+    from ecgcap.ecg.databases import MITDB_DS1, MITDB_DS2, get_database
     from ecgcap.ecg.dataset import BeatConfig, load_beats
     from ecgcap.ecg.evaluation import aami_report, challenge_report
     from ecgcap.ecg.export import export_classifier
     from ecgcap.ecg.inference import SHIPPED, load_classifier
     from ecgcap.ecg.io import read_reference
-    from ecgcap.ecg.litert import load_litert_classifier
+    from ecgcap.ecg.litert import contract_path, load_litert_classifier
     from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
     from ecgcap.runtime.device import configure_device
 
@@ -58,29 +69,68 @@ def main() -> int:
     rows = []
 
     # beats: every DS2 beat
-    t = time.perf_counter()
-    beats_tflite = export_classifier(SHIPPED["beats"], out / "beats.tflite")
-    export_s = time.perf_counter() - t
+    mitdb = locate_or_download("mitdb")
     keras_model, info = load_classifier(SHIPPED["beats"])
-    lite, _ = load_litert_classifier(beats_tflite)
     classes = info["classes"]
-    data = load_beats(locate_or_download("mitdb"), get_database("mitdb"), list(MITDB_DS2),
+    data = load_beats(mitdb, get_database("mitdb"), list(MITDB_DS2),
                       BeatConfig.from_info(info["beats"]), quiet=True)
     x = {"beat": data["beat"], "rr": data["rr"]}
     n = len(data["label"])
     t = time.perf_counter()
     ref = keras_model.predict(x, batch_size=1024, verbose=0)
     keras_batched = 1e3 * (time.perf_counter() - t) / n
+    one = [{k: v[i:i + 1] for k, v in x.items()} for i in range(args.latency_beats)]
+    f1_keras = aami_report(data["label"], [classes[i] for i in ref.argmax(-1)])["macro_f1"]
+
+    calibration = [str(mitdb / r) for r in (args.calibration_records or MITDB_DS1)]
+    assert not set(map(Path, calibration)) & {mitdb / r for r in MITDB_DS2}, "DS2 is test data"
+    quant_rows = []
+    for quantize in ("none", "float16", "int8"):
+        t = time.perf_counter()
+        path = export_classifier(SHIPPED["beats"], out / f"beats.{quantize}.tflite", quantize,
+                                 calibration)
+        export_s = time.perf_counter() - t
+        model, _ = load_litert_classifier(path)
+        got = model.predict(x)
+        contract = json.loads(contract_path(path).read_text())
+        quant_rows.append({
+            "quantize": quantize, "mb": path.stat().st_size / 1e6, "export_s": export_s,
+            "cal_agree": 100 * contract["checked_label_agreement"],
+            "cal_diff": contract["checked_max_abs_difference"],
+            "max_diff": float(np.abs(got - ref).max()),
+            "agree": 100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))),
+            "f1": aami_report(data["label"], [classes[i] for i in got.argmax(-1)])["macro_f1"],
+            "ms": _median_ms(model.predict_on_batch, one)})
+    cal_beats = contract["calibration"]["beats"]
+    print()
+    print(f"beats, per quantisation: checked at export on {cal_beats} beats of "
+          f"{len(calibration)} MIT-BIH DS1 records; then all {n} DS2 beats (Keras macro-F1 "
+          f"{f1_keras:.4f})")
+    print()
+    print("| quantisation | .tflite MB | of float32 | export s | calibration beats: labels "
+          "agree / max diff | DS2: max abs prob diff | DS2: labels agree | DS2 macro-F1 "
+          "(Keras - LiteRT) | ms per beat, batch 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in quant_rows:
+        print(f"| {r['quantize']} | {r['mb']:.3f} | {r['mb'] / quant_rows[0]['mb']:.3f} | "
+              f"{r['export_s']:.0f} | {r['cal_agree']:.2f}% / {r['cal_diff']:.2g} | "
+              f"{r['max_diff']:.2g} | {r['agree']:.2f}% | {r['f1']:.4f} "
+              f"({f1_keras - r['f1']:+.4f}) | {r['ms']:.2f} |")
+    if args.skip_float:
+        return 0
+
+    t = time.perf_counter()
+    beats_tflite = export_classifier(SHIPPED["beats"], out / "beats.tflite")
+    export_s = time.perf_counter() - t
+    lite, _ = load_litert_classifier(beats_tflite)
     t = time.perf_counter()
     got = lite.predict(x)
     lite_all = 1e3 * (time.perf_counter() - t) / n
-    one = [{k: v[i:i + 1] for k, v in x.items()} for i in range(args.latency_beats)]
     keras_model.predict(one[0], verbose=0)  # warm up both Keras paths
     keras_model.predict_on_batch(one[0])
     lat = {"keras predict": _median_ms(lambda b: keras_model.predict(b, verbose=0), one),
            "keras predict_on_batch": _median_ms(keras_model.predict_on_batch, one),
            "litert": _median_ms(lite.predict_on_batch, one)}
-    f1_keras = aami_report(data["label"], [classes[i] for i in ref.argmax(-1)])["macro_f1"]
     f1_lite = aami_report(data["label"], [classes[i] for i in got.argmax(-1)])["macro_f1"]
     rows.append({
         "model": "beats (mitdb_lstm_beats)", "data": f"MIT-BIH DS2, all {n} beats",

@@ -1,4 +1,5 @@
-"""``python -m ecgcap.export MODEL [--out PATH]``: a captioner or an ECG classifier as LiteRT.
+"""``python -m ecgcap.export MODEL [--out PATH] [--quantize none|float16|int8 --calibration
+RECORD...]``: a captioner or an ECG classifier as LiteRT.
 
 A captioner is written as ``NAME.litert/`` beside ``NAME.keras`` (or ``--out DIR``): the
 encoder, the decoder's initial state and one decoder step as three ``.tflite`` functions, and
@@ -10,6 +11,8 @@ An ECG classifier (``beats``, ``rhythm`` or a beat or rhythm ``.keras`` file) is
 ``NAME.tflite`` beside it (or ``--out FILE.tflite``) with ``NAME.contract.json`` (classes,
 sampling rate, preprocessing, window or crop, inputs, sha256 of both files);
 ``classify_ecg --model NAME.tflite`` runs it (:mod:`ecgcap.ecg.export`, ``docs/export.md``).
+``--quantize float16|int8`` makes it smaller (``NAME.float16.tflite``, ``NAME.int8.tflite``);
+int8 needs ``--calibration`` records, real records the export is checked on (never test data).
 """
 
 from __future__ import annotations
@@ -35,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="captioner: the folder to write (default: NAME.litert beside "
                              "NAME.keras), replaced whole; ECG model: the .tflite file "
                              "(default: NAME.tflite beside NAME.keras), its contract beside it")
+    parser.add_argument("--quantize", choices=("none", "float16", "int8"), default="none",
+                        help="ECG classifiers: none (float32), float16 weights, or int8 "
+                             "(dynamic-range: int8 weights, float32 inputs and outputs; needs "
+                             "--calibration)")
+    parser.add_argument("--calibration", nargs="+", metavar="RECORD", default=None,
+                        help="records (paths without extension, or folders of records) whose "
+                             "beats or rhythm crops the export is checked on; required for "
+                             "int8. Use training records, never the test set")
     return parser
 
 
@@ -43,12 +54,26 @@ ECG_NAMES = ("beats", "rhythm")
 
 def _export_ecg(args: argparse.Namespace, path: Path) -> int:
     """An ECG classifier as NAME.tflite + NAME.contract.json."""
+    import json
+
+    from ecgcap.classify_ecg import expand_records
     from ecgcap.ecg.export import export_classifier
     from ecgcap.ecg.litert import contract_path
 
-    target = export_classifier(path, args.out)  # no status line first: a refusal is one line
-    print(f"{target}\t{target.stat().st_size / 1e6:.2f} MB, contract "
-          f"{contract_path(target).name}")
+    calibration = None
+    if args.calibration:
+        calibration, errors = expand_records(args.calibration)
+        if errors:
+            raise errors[0]
+    # no status line first: a refusal is one line
+    target = export_classifier(path, args.out, args.quantize, calibration)
+    line = f"{target}\t{target.stat().st_size / 1e6:.2f} MB, contract {contract_path(target).name}"
+    if args.quantize != "none" or calibration:
+        contract = json.loads(contract_path(target).read_text(encoding="utf-8"))
+        line += (f"; on {contract['checked_on']}: labels agree "
+                 f"{100 * contract['checked_label_agreement']:.1f}%, max abs prob diff "
+                 f"{contract['checked_max_abs_difference']:.2g}")
+    print(line)
     return 0
 
 
@@ -57,8 +82,12 @@ def _work(args: argparse.Namespace) -> int:
     from ecgcap.runtime.modelfile import read_info
 
     if args.format != "litert":
-        raise EcgcapError("not supported yet: only litert (float32) exports are written "
+        raise EcgcapError("not supported yet: only litert exports are written "
                           "(docs/export.md)", input=f"--format {args.format}")
+    if args.quantize == "int8" and not args.calibration:
+        raise EcgcapError("needs --calibration RECORD... (real records the model was not "
+                          "tested on: the quantised export is checked on their beats)",
+                          input="--quantize int8")
     if args.model in ECG_NAMES:
         from ecgcap.ecg.inference import SHIPPED
 
@@ -71,6 +100,9 @@ def _work(args: argparse.Namespace) -> int:
 
     path = captioner_path(args.model)
     kind = read_info(path).get("kind")
+    if args.quantize != "none" or args.calibration:
+        raise EcgcapError("quantised exports are for ECG classifiers so far",
+                          input=f"--quantize {args.quantize}")
     if kind != "caption":
         raise EcgcapError(f"a {kind!r} model: exports are for captioners and ECG "
                           "classifiers", input=str(path))

@@ -1,4 +1,4 @@
-"""Export an ECG classifier (beat or rhythm ``.keras``) as a LiteRT float32 file and contract.
+"""Export an ECG classifier (beat or rhythm ``.keras``) as a LiteRT file and contract.
 
 :func:`export_classifier` writes ``NAME.tflite`` and ``NAME.contract.json`` side by side
 (``docs/export.md`` says what each contract entry means). The function is traced with batch
@@ -8,10 +8,19 @@ shape; the loop stays a loop over time, never unrolled. A rhythm model also take
 crop (``crop_seconds`` of its configuration, 30 s = 4,500 samples at 150 Hz) with its 0/1
 mask: recordings are cut into such crops anyway, and a shorter one is right-padded and masked.
 
-Before anything is written the export is run on one example and compared with the Keras
-model; both files are written under temporary names and then renamed, so a failed export
-leaves nothing behind, and the contract records the ``.tflite`` file's sha256, so a pair that
-does not belong together is refused when loaded.
+``quantize`` makes smaller files: ``float16`` (weights stored as float16) or ``int8``
+(dynamic-range: weights int8, one scale per tensor, activations float32, inputs and outputs
+float32). An ``int8`` export needs calibration records: real beats (or rhythm crops) of the
+records the user names, prepared as inference prepares them (:func:`calibration_inputs`); the
+export is checked on them. TensorFlow's full-integer calibration (a ``representative_dataset``)
+crashes on the recurrent ``WHILE`` loops, so it is not used (``docs/export.md``).
+
+Before anything is written the export is run on examples and compared with the Keras model
+(a float32 export on one example, refused unless within ``TOLERANCE``; a quantised one on the
+calibration inputs, its difference and label agreement recorded in the contract); both files
+are written under temporary names and then renamed, so a failed export leaves nothing behind,
+and the contract records the ``.tflite`` file's sha256, so a pair that does not belong
+together is refused when loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +41,21 @@ from ecgcap.runtime.modelfile import read_info
 
 KINDS = {"ecg-beats": "beats", "ecg-rhythm": "rhythm"}
 TOLERANCE = 1e-4  # max abs probability difference from Keras accepted at export
+QUANTIZE = ("none", "float16", "int8")
+CALIBRATION_EXAMPLES = 1000  # beats (or rhythm crops) drawn from the calibration records
+QUANTIZATION = {
+    "none": "none: float32 weights and activations",
+    "float16": "float16 weights (dequantised to float32 when loaded), float32 activations",
+    "int8": "dynamic-range int8: weights int8 with one scale per tensor, activations float32 "
+            "(the fully connected and convolution kernels quantise them to int8 on the fly); "
+            "inputs and outputs float32"}
 
 
-def default_target(keras_path: str | os.PathLike) -> Path:
-    """Where an export goes by default: ``NAME.tflite`` beside ``NAME.keras``."""
-    return Path(keras_path).with_suffix(".tflite")
+def default_target(keras_path: str | os.PathLike, quantize: str = "none") -> Path:
+    """Where an export goes by default: ``NAME.tflite`` beside ``NAME.keras``
+    (``NAME.int8.tflite``, ``NAME.float16.tflite`` when quantised)."""
+    suffix = ".tflite" if quantize == "none" else f".{quantize}.tflite"
+    return Path(keras_path).with_suffix(suffix)
 
 
 def _input_shapes(model: Any, info: dict[str, Any], source: str) -> dict[str, tuple[int, ...]]:
@@ -57,9 +77,10 @@ def _input_shapes(model: Any, info: dict[str, Any], source: str) -> dict[str, tu
     return shapes
 
 
-def _convert(model: Any, shapes: dict[str, tuple[int, ...]], source: str) -> bytes:
-    """The model as a float32 LiteRT flatbuffer of builtin ops, signature ``serving_default``:
-    named inputs -> ``probabilities``."""
+def _convert(model: Any, shapes: dict[str, tuple[int, ...]], source: str,
+             quantize: str = "none") -> bytes:
+    """The model as a LiteRT flatbuffer of builtin ops, signature ``serving_default``: named
+    float32 inputs -> ``probabilities``; weights quantised as ``quantize`` says."""
     import tensorflow as tf
 
     specs = {name: tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()}
@@ -74,6 +95,12 @@ def _convert(model: Any, shapes: dict[str, tuple[int, ...]], source: str) -> byt
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serving_default.get_concrete_function()], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":  # one scale per tensor: per channel, the scales and int64 zero
+        converter._experimental_disable_per_channel = True  # points cost 40 KB (a sixth)
     try:
         return converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
@@ -95,25 +122,67 @@ def _example(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     return x
 
 
-def _check(flatbuffer: bytes, model: Any, shapes: dict[str, tuple[int, ...]], source: str
-           ) -> tuple[float, int]:
-    """Run the flatbuffer on one example; refuse it unless it answers as Keras does and its
-    recurrent layers are loops. Returns the difference and the number of ``WHILE`` ops."""
+def _check(flatbuffer: bytes, model: Any, x: dict[str, np.ndarray], source: str,
+           quantize: str = "none") -> tuple[float, float, int]:
+    """Run the flatbuffer on the examples ``x`` (one call per row) and compare with Keras.
+
+    Refuses it unless its recurrent layers are loops and, for a float32 export, it answers as
+    Keras does (max abs difference under ``TOLERANCE``). Returns the max abs probability
+    difference, the share of examples given Keras' label and the number of ``WHILE`` ops.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
-    x = _example(shapes)
     interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
     loops = sum(op["op_name"] == "WHILE" for op in interpreter._get_ops_details())
     if not loops:
         raise EcgcapError("the LiteRT export has no WHILE loop: its recurrent layers were "
                           "not kept as loops over time", input=source)
-    lite = interpreter.get_signature_runner()(**x)["probabilities"]
-    ref = np.asarray(model.predict_on_batch(x))
+    runner = interpreter.get_signature_runner()
+    n = len(next(iter(x.values())))
+    lite = np.concatenate([runner(**{k: v[i:i + 1] for k, v in x.items()})["probabilities"]
+                           for i in range(n)])
+    ref = np.asarray(model.predict(x, batch_size=256, verbose=0))
     diff = float(np.max(np.abs(lite - ref)))
-    if not diff < TOLERANCE:
+    agree = float(np.mean(lite.argmax(-1) == ref.argmax(-1)))
+    if quantize == "none" and not diff < TOLERANCE:
         raise EcgcapError(f"the LiteRT export answers unlike the Keras model (max abs "
                           f"probability difference {diff:.2g} >= {TOLERANCE:g})", input=source)
-    return diff, loops
+    return diff, agree, loops
+
+
+def calibration_inputs(info: dict[str, Any], records: Sequence[str | os.PathLike],
+                       examples: int = CALIBRATION_EXAMPLES, seed: int = 0
+                       ) -> dict[str, np.ndarray]:
+    """Up to ``examples`` real model inputs drawn (seeded, without replacement) from
+    ``records``, prepared exactly as ``classify_ecg`` prepares them: beats at the record's
+    annotated (else XQRS) R peaks, or rhythm crops (right-padded, masked) with the record's HRV
+    features. Raises ``EcgcapError`` naming a record that cannot be read."""
+    if not records:
+        raise EcgcapError("no calibration records", input="--calibration")
+    if info["kind"] == "ecg-beats":
+        from ecgcap.ecg.inference import beat_inputs
+
+        parts = [beat_inputs(info, str(r))[3] for r in records]
+        pool = {k: np.concatenate([p[k] for p in parts]) for k in ("beat", "rr")}
+    else:
+        from ecgcap.ecg.recordings import RhythmConfig, crop_starts, pad_batch, read_recording
+
+        config = RhythmConfig(**info["rhythm"])
+        pieces, rr = [], []
+        for r in records:
+            prepared = read_recording(str(r), config)
+            for start in crop_starts(len(prepared["signal"]), config.crop, config.stride):
+                pieces.append(prepared["signal"][start:start + config.crop])
+                rr.append(prepared["rr"])
+        signal, mask = pad_batch(pieces)
+        if signal.shape[1] < config.crop:  # every recording shorter than a crop
+            pad = config.crop - signal.shape[1]
+            signal = np.pad(signal, [(0, 0), (0, pad), (0, 0)])
+            mask = np.pad(mask, [(0, 0), (0, pad)])
+        pool = {"signal": signal, "mask": mask, "rr": np.stack(rr).astype(np.float32)}
+    n = len(next(iter(pool.values())))
+    pick = np.sort(np.random.default_rng(seed).choice(n, min(n, examples), replace=False))
+    return {k: np.ascontiguousarray(v[pick], dtype=np.float32) for k, v in pool.items()}
 
 
 def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
@@ -170,14 +239,25 @@ def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
                     "rr (1, features) of the whole recording"}
 
 
-def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | None = None
-                      ) -> Path:
+def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | None = None,
+                      quantize: str = "none",
+                      calibration: Sequence[str | os.PathLike] | None = None,
+                      calibration_examples: int = CALIBRATION_EXAMPLES) -> Path:
     """Export the ECG classifier in ``keras_path`` to ``out`` (default
     :func:`default_target`) and its contract beside it; returns the ``.tflite`` path.
 
-    Raises ``EcgcapError`` (one line naming the model and the reason) when the model is not
-    an ECG classifier, does not convert, or answers unlike Keras; nothing is written then.
+    ``quantize`` is ``none``, ``float16`` or ``int8``; ``int8`` needs ``calibration``
+    records (paths of WFDB records, never the test set), on whose inputs
+    (:func:`calibration_inputs`) the export is checked. Raises ``EcgcapError`` (one line
+    naming the model and the reason) when the model is not an ECG classifier, does not
+    convert, or a float32 export answers unlike Keras; nothing is written then.
     """
+    if quantize not in QUANTIZE:
+        raise EcgcapError(f"choose one of {', '.join(QUANTIZE)}", input=f"--quantize {quantize}")
+    if quantize == "int8" and not calibration:
+        raise EcgcapError("needs --calibration RECORD... (real records the model was not "
+                          "tested on: the quantised export is checked on their beats)",
+                          input="--quantize int8")
     from ecgcap.ecg.inference import load_classifier
     from ecgcap.runtime.quiet import framework_quiet
 
@@ -186,7 +266,7 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
     info = read_info(keras_path)
     if info.get("kind") not in KINDS:
         raise EcgcapError(f"a {info.get('kind')!r} model, not an ECG classifier", input=source)
-    target = Path(out) if out is not None else default_target(keras_path)
+    target = Path(out) if out is not None else default_target(keras_path, quantize)
     if target.suffix != ".tflite":
         raise EcgcapError("an ECG export is one .tflite file (its contract goes beside it)",
                           input=f"--out {target}")
@@ -196,8 +276,12 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
     with framework_quiet():  # TensorFlow's start-up and GPU-probe lines; errors still show
         model, info = load_classifier(keras_path)
         shapes = _input_shapes(model, info, source)
-        flatbuffer = _convert(model, shapes, source)
-        diff, loops = _check(flatbuffer, model, shapes, source)
+        x = (calibration_inputs(info, calibration, calibration_examples) if calibration
+             else _example(shapes))
+        flatbuffer = _convert(model, shapes, source, quantize)
+        diff, agree, loops = _check(flatbuffer, model, x, source, quantize)
+    checked = len(next(iter(x.values())))
+    unit = "beats" if info["kind"] == "ecg-beats" else "crops"
     contract: dict[str, Any] = {
         "format": FORMAT, "version": FORMAT_VERSION,
         "task": KINDS[info["kind"]], "classes": list(info["classes"]),
@@ -212,7 +296,14 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
                       "runs as a WHILE loop over time steps, not unrolled",
         "while_loops": loops,
         "source": keras_path.name, "source_sha256": sha256_file(keras_path),
-        "tflite_sha256": "", "checked_max_abs_difference": diff,
+        "tflite_sha256": "",
+        "quantization": quantize, "quantization_method": QUANTIZATION[quantize],
+        "calibration": ({"records": [str(r) for r in calibration], unit: checked,
+                         "drawn": f"up to {calibration_examples} {unit}, seeded, prepared as "
+                                  "classify_ecg prepares them"} if calibration else None),
+        "checked_on": (f"{checked} {unit} of the calibration records" if calibration
+                       else "one pseudo-random example"),
+        "checked_max_abs_difference": diff, "checked_label_agreement": agree,
         "info": info}
     if "crop" in contract["preprocessing"]:
         contract["crop_samples"] = contract["preprocessing"]["crop"]["samples"]

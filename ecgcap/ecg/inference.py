@@ -94,6 +94,25 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
         return classify_recording(model, info, record, lead=lead)
     if info.get("kind") != BEAT_MODEL:
         raise EcgcapError("not an ECG classifier", input=str(info.get("kind")))
+    name, source, kept, out = beat_inputs(info, record, annotations=annotations, lead=lead)
+    probs = model.predict({"beat": out["beat"], "rr": out["rr"]}, batch_size=1024, verbose=0)
+    classes = info["classes"]
+    labels = [classes[i] for i in probs.argmax(-1)]
+    beats = [{"sample": int(s), "label": lab,
+              "probabilities": {c: round(float(p), 4) for c, p in zip(classes, row, strict=True)}}
+             for s, lab, row in zip(kept, labels, probs, strict=True)]
+    return {"record": name, "fs": float(out["fs"]), "positions": source, "beats": beats}
+
+
+def beat_inputs(info: dict[str, Any], record: str | os.PathLike | wfdb.Record, *,
+                annotations: str = "auto", lead: str | None = None
+                ) -> tuple[str, str, np.ndarray, dict[str, np.ndarray]]:
+    """A beat model's inputs for one record, as :func:`classify_record` makes them.
+
+    Returns the record's name, where the beat positions came from (``atr`` or ``xqrs``), the
+    positions of the beats kept, and ``{"beat", "rr", "fs"}`` (the arrays the model takes, and
+    the record's sampling rate).
+    """
     path = None if isinstance(record, wfdb.Record) else record
     rec = record if isinstance(record, wfdb.Record) else io.read_record(record)
     config = BeatConfig.from_info(info["beats"])
@@ -111,14 +130,8 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
     if len(peaks) < 2:
         raise EcgcapError("fewer than two beats found", input=name)
     out = beats_from_signal(x, rec.fs, peaks, config)
-    probs = model.predict({"beat": out["beat"], "rr": out["rr"]}, batch_size=1024, verbose=0)
-    classes = info["classes"]
-    labels = [classes[i] for i in probs.argmax(-1)]
-    kept = peaks[out["kept"]]
-    beats = [{"sample": int(s), "label": lab,
-              "probabilities": {c: round(float(p), 4) for c, p in zip(classes, row, strict=True)}}
-             for s, lab, row in zip(kept, labels, probs, strict=True)]
-    return {"record": name, "fs": float(rec.fs), "positions": source, "beats": beats}
+    kept = peaks[out.pop("kept")]
+    return name, source, kept, {**out, "fs": np.float64(rec.fs)}
 
 
 def _beat_lead(rec: wfdb.Record, lead: str, name: str) -> np.ndarray:
