@@ -16,9 +16,9 @@ per-call wall time, on the CPU threads Keras configures (LiteRT: one thread).
 
 Then the beat model once per quantisation (``none``, ``float16``, ``int8``), each export
 calibrated on the beats of MIT-BIH DS1 records (the training patients; by default all 22,
-1,000 beats drawn from them), never on DS2: file size, its fraction of the float32 file,
-difference and label agreement with Keras on all DS2 beats, DS2 macro-F1, and batch-1 latency
-per beat.
+1,000 beats drawn from them), never on DS2, and once as ONNX (onnxruntime): file size, its
+fraction of the float32 file, difference and label agreement with Keras on all DS2 beats, DS2
+macro-F1, and batch-1 latency per beat. ``--skip-float`` prints only that table.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> int:
     from ecgcap.ecg.inference import SHIPPED, load_classifier
     from ecgcap.ecg.io import read_reference
     from ecgcap.ecg.litert import contract_path, load_litert_classifier
+    from ecgcap.ecg.onnx import load_onnx_classifier
     from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
     from ecgcap.runtime.device import configure_device
 
@@ -102,20 +103,37 @@ def main() -> int:
             "f1": aami_report(data["label"], [classes[i] for i in got.argmax(-1)])["macro_f1"],
             "ms": _median_ms(model.predict_on_batch, one)})
     cal_beats = contract["calibration"]["beats"]
+    t = time.perf_counter()
+    path = export_classifier(SHIPPED["beats"], out / "beats.onnx", fmt="onnx")
+    export_s = time.perf_counter() - t
+    model, _ = load_onnx_classifier(path)
+    t = time.perf_counter()
+    got = model.predict(x)
+    onnx_all = 1e3 * (time.perf_counter() - t) / n
+    quant_rows.append({
+        "quantize": "onnx (float32, onnxruntime, 1 thread)", "mb": path.stat().st_size / 1e6,
+        "export_s": export_s, "cal_agree": float("nan"), "cal_diff": float("nan"),
+        "max_diff": float(np.abs(got - ref).max()),
+        "agree": 100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))),
+        "f1": aami_report(data["label"], [classes[i] for i in got.argmax(-1)])["macro_f1"],
+        "ms": _median_ms(model.predict_on_batch, one)})
     print()
     print(f"beats, per quantisation: checked at export on {cal_beats} beats of "
           f"{len(calibration)} MIT-BIH DS1 records; then all {n} DS2 beats (Keras macro-F1 "
           f"{f1_keras:.4f})")
     print()
-    print("| quantisation | .tflite MB | of float32 | export s | calibration beats: labels "
+    print("| export | file MB | of float32 .tflite | export s | calibration beats: labels "
           "agree / max diff | DS2: max abs prob diff | DS2: labels agree | DS2 macro-F1 "
-          "(Keras - LiteRT) | ms per beat, batch 1 |")
+          "(Keras - export) | ms per beat, batch 1 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in quant_rows:
+        cal = ("-" if r["cal_agree"] != r["cal_agree"]  # NaN: checked on one example
+               else f"{r['cal_agree']:.2f}% / {r['cal_diff']:.2g}")
         print(f"| {r['quantize']} | {r['mb']:.3f} | {r['mb'] / quant_rows[0]['mb']:.3f} | "
-              f"{r['export_s']:.0f} | {r['cal_agree']:.2f}% / {r['cal_diff']:.2g} | "
+              f"{r['export_s']:.0f} | {cal} | "
               f"{r['max_diff']:.2g} | {r['agree']:.2f}% | {r['f1']:.4f} "
               f"({f1_keras - r['f1']:+.4f}) | {r['ms']:.2f} |")
+    print(f"\nONNX over all {n} DS2 beats, 1,024 a call: {onnx_all:.3f} ms/beat")
     if args.skip_float:
         return 0
 

@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="record paths without extension (e.g. mitdb/100), or folders of "
                              "records (their RECORDS list, else their .hea files)")
     parser.add_argument("--model", metavar="PATH", default=None,
-                        help="a .keras model, or a .tflite export of one (python -m "
-                             "ecgcap.export; run by LiteRT, without TensorFlow) (default: "
+                        help="a .keras model, or a .tflite or .onnx export of one (python -m "
+                             "ecgcap.export; run by LiteRT or onnxruntime, without "
+                             "TensorFlow) (default: "
                              "the shipped model for --task)")
     parser.add_argument("--task", choices=("beats", "rhythm"), default="beats",
                         help="which shipped model to use without --model: beats (a label per "
@@ -188,6 +189,10 @@ def _work(args: argparse.Namespace) -> int:
         from ecgcap.ecg.litert import load_litert_classifier  # refused before TensorFlow
 
         model, info = load_litert_classifier(args.model)
+    elif args.model is not None and Path(args.model).suffix == ".onnx":
+        from ecgcap.ecg.onnx import load_onnx_classifier  # run by onnxruntime, no TensorFlow
+
+        model, info = load_onnx_classifier(args.model)
     else:
         setup_runtime(args)
         from ecgcap.ecg.inference import load_classifier

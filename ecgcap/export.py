@@ -10,7 +10,9 @@ same captions, and one image in about a second instead of ten.
 An ECG classifier (``beats``, ``rhythm`` or a beat or rhythm ``.keras`` file) is written as
 ``NAME.tflite`` beside it (or ``--out FILE.tflite``) with ``NAME.contract.json`` (classes,
 sampling rate, preprocessing, window or crop, inputs, sha256 of both files);
-``classify_ecg --model NAME.tflite`` runs it (:mod:`ecgcap.ecg.export`, ``docs/export.md``).
+``--format onnx`` writes ``NAME.onnx`` instead (free batch size, run by onnxruntime);
+``classify_ecg --model NAME.tflite`` (or ``NAME.onnx``) runs it (:mod:`ecgcap.ecg.export`,
+``docs/export.md``).
 ``--quantize float16|int8`` makes it smaller (``NAME.float16.tflite``, ``NAME.int8.tflite``);
 int8 needs ``--calibration`` records, real records the export is checked on (never test data).
 """
@@ -31,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="photo|rsicd|beats|rhythm|MODEL.keras",
                         help="a shipped model by name, or a captioner, beat or rhythm .keras "
                              "file")
-    parser.add_argument("--format", default="litert", metavar="litert",
-                        help="litert: TensorFlow Lite flatbuffers, float32 (the only format "
-                             "so far; onnx and saved_model are refused)")
+    parser.add_argument("--format", default="litert", metavar="litert|onnx",
+                        help="litert: TensorFlow Lite flatbuffers; onnx: one ONNX graph "
+                             "(ECG classifiers only, float32; needs tf2onnx and onnxruntime: "
+                             "pip install 'ecgcap[export]'); saved_model is refused")
     parser.add_argument("--out", metavar="PATH", default=None,
                         help="captioner: the folder to write (default: NAME.litert beside "
                              "NAME.keras), replaced whole; ECG model: the .tflite file "
@@ -66,7 +69,7 @@ def _export_ecg(args: argparse.Namespace, path: Path) -> int:
         if errors:
             raise errors[0]
     # no status line first: a refusal is one line
-    target = export_classifier(path, args.out, args.quantize, calibration)
+    target = export_classifier(path, args.out, args.quantize, calibration, fmt=args.format)
     line = f"{target}\t{target.stat().st_size / 1e6:.2f} MB, contract {contract_path(target).name}"
     if args.quantize != "none" or calibration:
         contract = json.loads(contract_path(target).read_text(encoding="utf-8"))
@@ -81,8 +84,8 @@ def _work(args: argparse.Namespace) -> int:
     from ecgcap.runtime.errors import EcgcapError
     from ecgcap.runtime.modelfile import read_info
 
-    if args.format != "litert":
-        raise EcgcapError("not supported yet: only litert exports are written "
+    if args.format not in ("litert", "onnx"):
+        raise EcgcapError("not supported yet: only litert and onnx exports are written "
                           "(docs/export.md)", input=f"--format {args.format}")
     if args.quantize == "int8" and not args.calibration:
         raise EcgcapError("needs --calibration RECORD... (real records the model was not "
@@ -103,6 +106,9 @@ def _work(args: argparse.Namespace) -> int:
     if args.quantize != "none" or args.calibration:
         raise EcgcapError("quantised exports are for ECG classifiers so far",
                           input=f"--quantize {args.quantize}")
+    if args.format != "litert":
+        raise EcgcapError("captioners export to litert only so far", input=f"--format "
+                          f"{args.format}")
     if kind != "caption":
         raise EcgcapError(f"a {kind!r} model: exports are for captioners and ECG "
                           "classifiers", input=str(path))

@@ -160,12 +160,12 @@ def test_a_corrupt_export_is_refused_in_one_line_before_tensorflow(beat_export, 
 
 
 def test_an_unsupported_format_is_refused_in_one_line(tmp_path):
-    result = run_module("ecgcap.export", "beats", "--format", "onnx", "--out",
+    result = run_module("ecgcap.export", "beats", "--format", "saved_model", "--out",
                         str(tmp_path / "b.tflite"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "python -m ecgcap.export: error: --format onnx: not supported yet: only litert "
-        "exports are written (docs/export.md)"]
+        "python -m ecgcap.export: error: --format saved_model: not supported yet: only litert "
+        "and onnx exports are written (docs/export.md)"]
     assert not list(tmp_path.iterdir())
 
 
@@ -233,3 +233,72 @@ def test_int8_without_calibration_is_refused_in_one_line(tmp_path):
         "python -m ecgcap.export: error: --quantize int8: needs --calibration RECORD... (real "
         "records the model was not tested on: the quantised export is checked on their beats)"]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory) -> Path:
+    """The shipped beat model exported to ONNX through the command line."""
+    target = tmp_path_factory.mktemp("onnx") / "beats.onnx"
+    result = run_module("ecgcap.export", "beats", "--format", "onnx", "--out", str(target))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{target}\t") and "beats.onnx.contract.json" in result.stdout
+    assert not result.stderr.strip()
+    return target
+
+
+def test_onnx_export_matches_keras_on_every_beat_of_record_233(onnx_export, mitdb_dir):
+    """Free batch size, the LSTMs as ONNX LSTM ops (three bidirectional members), run by
+    onnxruntime through classify_ecg without TensorFlow; labels as Keras on all 3,077 beats."""
+    from ecgcap.ecg.inference import beat_inputs, load_classifier
+    from ecgcap.ecg.litert import contract_path
+    from ecgcap.ecg.onnx import load_onnx_classifier
+
+    contract = json.loads(contract_path(onnx_export).read_text())
+    assert contract["format"] == "ecgcap ECG classifier, ONNX"
+    assert contract["onnx_sha256"] == _sha256(onnx_export)
+    assert {i["name"]: i["shape"] for i in contract["inputs"]} == {"beat": [None, 126, 2],
+                                                                   "rr": [None, 9]}
+    assert contract["recurrent_ops"] == {"LSTM": 3}
+    keras_model, info = load_classifier(MODELS / "mitdb_lstm_beats.keras")
+    model, _ = load_onnx_classifier(onnx_export)
+    _, _, _, x = beat_inputs(info, str(mitdb_dir / "233"))
+    x = {"beat": x["beat"], "rr": x["rr"]}
+    expected = keras_model.predict(x, batch_size=1024, verbose=0)
+    got = model.predict(x)
+    assert got.shape == expected.shape == (3077, 5)
+    assert np.array_equal(got.argmax(-1), expected.argmax(-1))
+    assert float(np.abs(got - expected).max()) < TOLERANCE
+
+    result = run_watching_imports("ecgcap.classify_ecg", str(mitdb_dir / "233"), "--model",
+                                  str(onnx_export), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "no tensorflow" and len(lines) == 3077 + 2
+    assert lines[2].startswith("233,511,V,")
+
+
+def test_a_corrupt_onnx_export_is_refused_in_one_line(onnx_export, mitdb_dir, tmp_path):
+    from ecgcap.ecg.litert import contract_path
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(onnx_export.read_bytes()[:1000])
+    contract_path(bad).write_text(contract_path(onnx_export).read_text())
+    result = run_watching_imports("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model",
+                                  str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"python -m ecgcap.classify_ecg: error: {bad}: corrupt or changed: its sha256 is not "
+        "the one bad.onnx.contract.json records"]
+
+
+def test_onnx_without_onnxruntime_is_one_line(onnx_export, mitdb_dir, tmp_path):
+    """With onnxruntime not importable, classify_ecg says what to install (exit 2)."""
+    fake = tmp_path / "site" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not installed')\n")
+    result = run_module("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model",
+                        str(onnx_export), env={"PYTHONPATH": str(fake.parent)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"python -m ecgcap.classify_ecg: error: {onnx_export}: ONNX exports need onnxruntime "
+        "(pip install 'ecgcap[export]')"]

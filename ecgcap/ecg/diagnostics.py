@@ -60,8 +60,8 @@ def model_for(spec: str, db: Database, *, bidirectional: bool = True, pooling: s
                               rr_features=BeatConfig().rr_features, classes=len(db.classes),
                               bidirectional=bidirectional, pooling=pooling), \
             f"{spec} ({shape}, untrained)"
-    if Path(spec).suffix == ".tflite":
-        raise EcgcapError("a LiteRT export has no gradients; pass its .keras model", input=spec)
+    if Path(spec).suffix in (".tflite", ".onnx"):
+        raise EcgcapError("an export has no gradients; pass its .keras model", input=spec)
     model, info = load_classifier(spec)
     if info.get("db") != db.name:
         raise EcgcapError(f"a model for {info.get('db')}, not {db.name}", input=spec)

@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from ecgcap.runtime.modelfile import read_info
 KINDS = {"ecg-beats": "beats", "ecg-rhythm": "rhythm"}
 TOLERANCE = 1e-4  # max abs probability difference from Keras accepted at export
 QUANTIZE = ("none", "float16", "int8")
+FORMATS = {"litert": ".tflite", "onnx": ".onnx"}
 CALIBRATION_EXAMPLES = 1000  # beats (or rhythm crops) drawn from the calibration records
 QUANTIZATION = {
     "none": "none: float32 weights and activations",
@@ -185,6 +187,90 @@ def calibration_inputs(info: dict[str, Any], records: Sequence[str | os.PathLike
     return {k: np.ascontiguousarray(v[pick], dtype=np.float32) for k, v in pool.items()}
 
 
+def _convert_onnx(model: Any, shapes: dict[str, tuple[int, ...]], source: str) -> bytes:
+    """The model as an ONNX graph (tf2onnx, through Keras' numpy-2 patch): named float32
+    inputs with a free batch size -> ``probabilities``. Constants the layers hold as tensors
+    (the RR normalisation's mean and variance), which tf2onnx leaves as extra graph inputs,
+    become initializers."""
+    from ecgcap.ecg.onnx import INSTALL
+
+    try:
+        import onnx
+        import tensorflow as tf
+        import tf2onnx
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    except ImportError:
+        raise EcgcapError(f"ONNX exports need tf2onnx and onnx ({INSTALL})",
+                          input="--format onnx") from None
+    names = list(shapes)
+    signature = [tf.TensorSpec((None, *shapes[n][1:]), tf.float32, name=n) for n in names]
+
+    def serving_default(*args):
+        return {"probabilities": model(dict(zip(names, args, strict=True)), training=False)}
+
+    function = tf.function(serving_default, input_signature=signature)
+    with warnings.catch_warnings():  # the patch's own FutureWarning about np.object
+        warnings.simplefilter("ignore", FutureWarning)
+        patch_tf2onnx()  # tf2onnx 1.17 still uses numpy names that numpy 2 removed
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature)
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise EcgcapError(f"does not convert to ONNX ({first})", input=source) from None
+    captured = {inner.name: outer for outer, inner in
+                function.get_concrete_function().graph.captures}
+    for graph_input in list(proto.graph.input):
+        value = captured.get(graph_input.name)
+        if value is not None:
+            proto.graph.initializer.append(onnx.numpy_helper.from_array(
+                np.asarray(value), graph_input.name))
+            proto.graph.input.remove(graph_input)
+    extra = [i.name for i in proto.graph.input if i.name not in names]
+    if extra:
+        raise EcgcapError(f"its ONNX graph wants inputs it was not given ({extra[0]})",
+                          input=source)
+    return proto.SerializeToString()
+
+
+def _recurrent_ops(data: bytes) -> dict[str, int]:
+    """How many ``LSTM``, ``GRU``, ``RNN`` and ``Loop`` ops an ONNX graph holds (subgraphs
+    included)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+
+    def visit(graph: Any) -> None:
+        for node in graph.node:
+            if node.op_type in ("LSTM", "GRU", "RNN", "Loop", "Scan"):
+                counts[node.op_type] = counts.get(node.op_type, 0) + 1
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    visit(attribute.g)
+
+    visit(onnx.load_from_string(data).graph)
+    return counts
+
+
+def _check_onnx(data: bytes, model: Any, x: dict[str, np.ndarray], source: str
+                ) -> tuple[float, float, dict[str, int]]:
+    """Run the ONNX graph on ``x`` (one batch) and refuse it unless its recurrent layers are
+    recurrent ops and it answers as Keras does (max abs difference under ``TOLERANCE``)."""
+    from ecgcap.ecg.onnx import session
+
+    ops = _recurrent_ops(data)
+    if not ops:
+        raise EcgcapError("the ONNX export has no LSTM or Loop op: its recurrent layers were "
+                          "not kept as loops over time", input=source)
+    got = session(data, source).run(["probabilities"], x)[0]
+    ref = np.asarray(model.predict(x, batch_size=256, verbose=0))
+    diff = float(np.max(np.abs(got - ref)))
+    agree = float(np.mean(got.argmax(-1) == ref.argmax(-1)))
+    if not diff < TOLERANCE:
+        raise EcgcapError(f"the ONNX export answers unlike the Keras model (max abs "
+                          f"probability difference {diff:.2g} >= {TOLERANCE:g})", input=source)
+    return diff, agree, ops
+
+
 def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
     """What a runtime must do to a recording before calling the function (plain words and
     numbers; the reference implementation is ecgcap.ecg.dataset / ecgcap.ecg.recordings)."""
@@ -242,18 +328,25 @@ def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
 def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | None = None,
                       quantize: str = "none",
                       calibration: Sequence[str | os.PathLike] | None = None,
-                      calibration_examples: int = CALIBRATION_EXAMPLES) -> Path:
+                      calibration_examples: int = CALIBRATION_EXAMPLES,
+                      fmt: str = "litert") -> Path:
     """Export the ECG classifier in ``keras_path`` to ``out`` (default
     :func:`default_target`) and its contract beside it; returns the ``.tflite`` path.
 
-    ``quantize`` is ``none``, ``float16`` or ``int8``; ``int8`` needs ``calibration``
-    records (paths of WFDB records, never the test set), on whose inputs
-    (:func:`calibration_inputs`) the export is checked. Raises ``EcgcapError`` (one line
-    naming the model and the reason) when the model is not an ECG classifier, does not
-    convert, or a float32 export answers unlike Keras; nothing is written then.
+    ``fmt`` is ``litert`` (``NAME.tflite``) or ``onnx`` (``NAME.onnx``, float32 only, free
+    batch size: :mod:`ecgcap.ecg.onnx`). ``quantize`` is ``none``, ``float16`` or ``int8``;
+    ``int8`` needs ``calibration`` records (paths of WFDB records, never the test set), on
+    whose inputs (:func:`calibration_inputs`) the export is checked. Raises ``EcgcapError``
+    (one line naming the model and the reason) when the model is not an ECG classifier, does
+    not convert, or a float32 export answers unlike Keras; nothing is written then.
     """
     if quantize not in QUANTIZE:
         raise EcgcapError(f"choose one of {', '.join(QUANTIZE)}", input=f"--quantize {quantize}")
+    if fmt not in FORMATS:
+        raise EcgcapError(f"choose one of {', '.join(FORMATS)}", input=f"--format {fmt}")
+    if fmt == "onnx" and quantize != "none":
+        raise EcgcapError("ONNX exports are float32 only (quantise the LiteRT export)",
+                          input=f"--quantize {quantize}")
     if quantize == "int8" and not calibration:
         raise EcgcapError("needs --calibration RECORD... (real records the model was not "
                           "tested on: the quantised export is checked on their beats)",
@@ -266,20 +359,26 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
     info = read_info(keras_path)
     if info.get("kind") not in KINDS:
         raise EcgcapError(f"a {info.get('kind')!r} model, not an ECG classifier", input=source)
-    target = Path(out) if out is not None else default_target(keras_path, quantize)
-    if target.suffix != ".tflite":
-        raise EcgcapError("an ECG export is one .tflite file (its contract goes beside it)",
+    suffix = FORMATS[fmt]
+    target = Path(out) if out is not None else default_target(keras_path, quantize).with_suffix(
+        suffix)
+    if target.suffix != suffix:
+        raise EcgcapError(f"an ECG export is one {suffix} file (its contract goes beside it)",
                           input=f"--out {target}")
     for path in (target, contract_path(target)):
         if path.is_dir():
-            raise EcgcapError("is a folder; name a .tflite file", input=str(path))
+            raise EcgcapError(f"is a folder; name a {suffix} file", input=str(path))
     with framework_quiet():  # TensorFlow's start-up and GPU-probe lines; errors still show
         model, info = load_classifier(keras_path)
         shapes = _input_shapes(model, info, source)
         x = (calibration_inputs(info, calibration, calibration_examples) if calibration
              else _example(shapes))
-        flatbuffer = _convert(model, shapes, source, quantize)
-        diff, agree, loops = _check(flatbuffer, model, x, source, quantize)
+        if fmt == "onnx":
+            flatbuffer = _convert_onnx(model, shapes, source)
+            diff, agree, ops = _check_onnx(flatbuffer, model, x, source)
+        else:
+            flatbuffer = _convert(model, shapes, source, quantize)
+            diff, agree, loops = _check(flatbuffer, model, x, source, quantize)
     checked = len(next(iter(x.values())))
     unit = "beats" if info["kind"] == "ecg-beats" else "crops"
     contract: dict[str, Any] = {
@@ -294,7 +393,7 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
         "preprocessing": _preprocessing(info),
         "recurrence": f"each {info.get('cell', 'recurrent').upper()} layer (and direction) "
                       "runs as a WHILE loop over time steps, not unrolled",
-        "while_loops": loops,
+        "while_loops": loops if fmt == "litert" else None,
         "source": keras_path.name, "source_sha256": sha256_file(keras_path),
         "tflite_sha256": "",
         "quantization": quantize, "quantization_method": QUANTIZATION[quantize],
@@ -307,19 +406,32 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
         "info": info}
     if "crop" in contract["preprocessing"]:
         contract["crop_samples"] = contract["preprocessing"]["crop"]["samples"]
+    if fmt == "onnx":
+        from ecgcap.ecg import onnx as onnx_runtime
+
+        contract.update({"format": onnx_runtime.FORMAT, "version": onnx_runtime.FORMAT_VERSION,
+                         "signature": None, "while_loops": None, "recurrent_ops": ops,
+                         "recurrence": f"each {info.get('cell', 'recurrent').upper()} layer "
+                                       "runs as an ONNX LSTM op or a Loop over time steps, "
+                                       "not unrolled"})
+        for entry in contract["inputs"] + contract["outputs"]:
+            entry["shape"][0] = None  # free batch size
+        del contract["tflite_sha256"]
+        contract["onnx_sha256"] = ""
+    digest_key = "onnx_sha256" if fmt == "onnx" else "tflite_sha256"
     target.parent.mkdir(parents=True, exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)
     temps = []
     try:  # both files whole under temporary names first, then renamed into place
-        for suffix in (".tflite", ".json"):
+        for suffix in (FORMATS[fmt], ".json"):
             fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{suffix}",
                                         dir=target.parent)
             os.close(fd)
             os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600
             temps.append(Path(name))
         temps[0].write_bytes(flatbuffer)
-        contract["tflite_sha256"] = sha256_file(temps[0])
+        contract[digest_key] = sha256_file(temps[0])
         temps[1].write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
         os.replace(temps[0], target)
         os.replace(temps[1], contract_path(target))

@@ -31,7 +31,8 @@ def load_classifier(path: str | os.PathLike | None = None, task: str = "beats"
     """Load an ECG model (``path``, or the shipped model for ``task``) with its description.
 
     A ``.tflite`` path is an export (:mod:`ecgcap.ecg.export`), run by the LiteRT interpreter
-    without TensorFlow: :func:`ecgcap.ecg.litert.load_litert_classifier`.
+    without TensorFlow: :func:`ecgcap.ecg.litert.load_litert_classifier`; a ``.onnx`` path
+    one run by ONNX Runtime: :func:`ecgcap.ecg.onnx.load_onnx_classifier`.
     """
     if path is None:
         if task not in SHIPPED:
@@ -44,6 +45,10 @@ def load_classifier(path: str | os.PathLike | None = None, task: str = "beats"
         from ecgcap.ecg.litert import load_litert_classifier
 
         return load_litert_classifier(path)
+    if Path(path).suffix == ".onnx":
+        from ecgcap.ecg.onnx import load_onnx_classifier
+
+        return load_onnx_classifier(path)
     import ecgcap.ecg.layers  # noqa: F401 - registers the custom layers rhythm models hold
 
     return load_model(path, (BEAT_MODEL, RHYTHM_MODEL))
