@@ -43,12 +43,76 @@ def _median_ms(fn, items) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _rhythm_exports(out: Path, count: int, calibration_count: int) -> None:
+    """The rhythm model per quantisation and as ONNX on the first ``count`` CinC 2017
+    recordings, calibrated on the ``calibration_count`` recordings after them."""
+    from ecgcap.ecg.api import locate_or_download
+    from ecgcap.ecg.evaluation import challenge_report
+    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.inference import SHIPPED, load_classifier
+    from ecgcap.ecg.io import read_reference
+    from ecgcap.ecg.litert import contract_path, load_litert_classifier
+    from ecgcap.ecg.onnx import load_onnx_classifier
+    from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
+
+    keras_model, info = load_classifier(SHIPPED["rhythm"])
+    classes = info["classes"]
+    config = RhythmConfig(**info["rhythm"])
+    cinc = locate_or_download("cinc2017")
+    labels = read_reference(cinc / "REFERENCE.csv", tuple(classes))
+    names = list(labels)[:count]
+    calibration = [str(cinc / n) for n in list(labels)[count:count + calibration_count]]
+    prepared = [read_recording(cinc / name, config) for name in names]
+    signals = [p["signal"] for p in prepared]
+    rr = np.stack([p["rr"] for p in prepared])
+    truth = [labels[name] for name in names]
+    ref = predict_recordings(keras_model, signals, rr, config)
+    score_keras = challenge_report(truth, [classes[i] for i in ref.argmax(-1)])["score"]
+    rows, float_mb = [], None
+    for fmt, quantize in (("litert", "none"), ("litert", "float16"), ("litert", "int8"),
+                          ("onnx", "none")):
+        suffix = ".onnx" if fmt == "onnx" else ".tflite"
+        t = time.perf_counter()
+        path = export_classifier(SHIPPED["rhythm"], out / f"rhythm.{quantize}{suffix}",
+                                 quantize, calibration, fmt=fmt)
+        export_s = time.perf_counter() - t
+        load = load_onnx_classifier if fmt == "onnx" else load_litert_classifier
+        model, _ = load(path)
+        got = predict_recordings(model, signals, rr, config)
+        contract = json.loads(contract_path(path).read_text())
+        ms = _median_ms(lambda i, model=model: predict_recordings(
+            model, signals[i:i + 1], rr[i:i + 1], config, batch_size=1), range(len(names)))
+        mb = path.stat().st_size / 1e6
+        float_mb = float_mb or mb
+        score = challenge_report(truth, [classes[i] for i in got.argmax(-1)])["score"]
+        rows.append(f"| {fmt} {quantize} | {mb:.3f} | {mb / float_mb:.3f} | {export_s:.0f} | "
+                    f"{100 * contract['checked_label_agreement']:.2f}% / "
+                    f"{contract['checked_max_abs_difference']:.2g} | "
+                    f"{float(np.abs(got - ref).max()):.2g} | "
+                    f"{100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))):.2f}% | "
+                    f"{score:.4f} ({score_keras - score:+.4f}) | {ms:.2f} |")
+    cal_crops = contract["calibration"]["crops"]
+    print()
+    print(f"rhythm: checked at export on the {cal_crops} crops of CinC 2017 recordings "
+          f"{count + 1}-{count + calibration_count}; then the first {count} recordings "
+          f"(Keras F1(N,A,O) {score_keras:.4f})")
+    print()
+    print("| export | file MB | of float32 .tflite | export s | calibration crops: labels "
+          "agree / max diff | max abs prob diff | labels agree | F1(N,A,O) (Keras - export) | "
+          "ms per recording, batch 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rhythm-records", type=int, default=40)
     parser.add_argument("--latency-beats", type=int, default=300)
     parser.add_argument("--calibration-records", nargs="+", default=None,
                         help="MIT-BIH records to calibrate on (default: all of DS1)")
+    parser.add_argument("--rhythm-calibration", type=int, default=20,
+                        help="CinC 2017 recordings after the first --rhythm-records to "
+                             "calibrate the rhythm exports on")
     parser.add_argument("--skip-float", action="store_true",
                         help="only the quantisation table")
     args = parser.parse_args()
@@ -134,6 +198,7 @@ def main() -> int:
               f"{r['max_diff']:.2g} | {r['agree']:.2f}% | {r['f1']:.4f} "
               f"({f1_keras - r['f1']:+.4f}) | {r['ms']:.2f} |")
     print(f"\nONNX over all {n} DS2 beats, 1,024 a call: {onnx_all:.3f} ms/beat")
+    _rhythm_exports(out, args.rhythm_records, args.rhythm_calibration)
     if args.skip_float:
         return 0
 
