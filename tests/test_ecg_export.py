@@ -302,3 +302,28 @@ def test_onnx_without_onnxruntime_is_one_line(onnx_export, mitdb_dir, tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"python -m ecgcap.classify_ecg: error: {onnx_export}: ONNX exports need onnxruntime "
         "(pip install 'ecgcap[export]')"]
+
+
+def test_rhythm_onnx_export_matches_keras_on_cinc2017_recordings(cinc2017_dir, tmp_path):
+    """The masked LSTMs as ONNX Loops over time; A00014 (shorter than a crop: padded, masked)
+    and A00103 (three crops) in one batch."""
+    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.inference import load_classifier
+    from ecgcap.ecg.litert import contract_path
+    from ecgcap.ecg.onnx import load_onnx_classifier
+    from ecgcap.ecg.recordings import RhythmConfig, predict_recordings, read_recording
+
+    target = export_classifier(MODELS / "cinc2017_lstm_rhythm.keras", tmp_path / "r.onnx",
+                               fmt="onnx")
+    contract = json.loads(contract_path(target).read_text())
+    assert contract["recurrent_ops"] == {"Loop": 4} and contract["crop_samples"] == 4500
+    keras_model, info = load_classifier(task="rhythm")
+    model, _ = load_onnx_classifier(target)
+    config = RhythmConfig(**info["rhythm"])
+    prepared = [read_recording(cinc2017_dir / name, config) for name in ("A00014", "A00103")]
+    signals = [p["signal"] for p in prepared]
+    rr = np.stack([p["rr"] for p in prepared])
+    expected = predict_recordings(keras_model, signals, rr, config)
+    got = predict_recordings(model, signals, rr, config)
+    assert np.array_equal(got.argmax(-1), expected.argmax(-1))
+    assert float(np.abs(got - expected).max()) < TOLERANCE
