@@ -192,3 +192,78 @@ def test_caption_one_photo_without_tensorflow(flickr8k_dir, tmp_path):
     assert missing.stderr.strip().splitlines() == [
         f"python -m ecgcap.caption: error: {tmp_path / 'nope.jpg'}: no such image file"]
     assert missing.stdout.strip() == "no tensorflow"
+
+
+def _two_photos(flickr8k_dir: Path, size: int) -> np.ndarray:
+    from ecgcap.captioning.images import load_images
+
+    photos = sorted(p for p in (flickr8k_dir / "images").iterdir() if p.suffix == ".jpg")[:2]
+    return load_images(photos, size, use_cache=False)
+
+
+def _same_steps_and_captions(parts, tiny: Path, images: np.ndarray) -> None:
+    """encode, init and three greedy steps of ``images`` as Keras gives them (1e-4), and the
+    same greedy captions."""
+    from ecgcap.captioning.decoding import CaptionDecoder
+    from ecgcap.captioning.inference import load_captioner
+    from ecgcap.captioning.models import decoder_parts
+
+    keras_parts = decoder_parts(load_captioner(tiny)[0])
+    fmap, vec = parts.encoder.predict_on_batch(images)
+    kfmap, kvec = (np.asarray(t) for t in keras_parts.encoder.predict_on_batch(images))
+    np.testing.assert_allclose(fmap, kfmap, atol=1e-4)
+    np.testing.assert_allclose(vec, kvec, atol=1e-4)
+    states = parts.init.predict_on_batch(vec)
+    for a, b in zip(states, keras_parts.init.predict_on_batch(vec), strict=True):
+        np.testing.assert_allclose(a, np.asarray(b), atol=1e-4)
+    tokens = np.full((len(images), 1), 2, np.int32)
+    for _ in range(3):
+        out = parts.step.predict_on_batch([tokens, vec, fmap, *states])
+        kout = keras_parts.step.predict_on_batch([tokens, vec, fmap, *states])
+        assert len(out) == len(kout) == 1 + len(states) + 1  # logits, states, alpha
+        for a, b in zip(out, kout, strict=True):
+            np.testing.assert_allclose(a, np.asarray(b), atol=1e-4)
+        states = out[1:1 + len(states)]
+        tokens = out[0].argmax(-1).astype(np.int32)[:, None]
+    assert (CaptionDecoder(parts).caption(images, beam=1)
+            == CaptionDecoder(keras_parts).caption(images, beam=1))
+
+
+def test_saved_model_export_answers_as_keras_on_real_photos(tiny, flickr8k_dir, tmp_path):
+    """One SavedModel, signatures encode / init / step, loaded with tf.saved_model.load."""
+    import tensorflow as tf
+
+    from ecgcap.captioning.savedmodel import (
+        export_captioner_saved_model,
+        load_captioner_saved_model,
+    )
+
+    folder = export_captioner_saved_model(tiny, tmp_path / "tiny.saved_model")
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.saved_model"]
+    contract = json.loads((folder / "contract.json").read_text())
+    assert contract["format"] == "ecgcap captioner, TensorFlow SavedModel"
+    assert contract["checked_max_abs_difference"] < 1e-4 and contract["vocabulary"] == VOCAB
+    assert [o[1] for o in contract["functions"]["step"]["outputs"]] == ["logits", "h1", "c1",
+                                                                         "alpha"]
+    assert {"encode", "init", "step", "serving_default"} <= set(
+        tf.saved_model.load(str(folder)).signatures)
+    _same_steps_and_captions(load_captioner_saved_model(folder), tiny,
+                             _two_photos(flickr8k_dir, 64))
+
+
+def test_onnx_export_answers_as_keras_on_real_photos(tiny, flickr8k_dir, tmp_path):
+    """Three ONNX graphs run by onnxruntime; a changed graph is refused in one line."""
+    from ecgcap.captioning.onnx import export_captioner_onnx, load_captioner_onnx
+    from ecgcap.runtime.errors import EcgcapError
+
+    folder = export_captioner_onnx(tiny, tmp_path / "tiny.onnx")
+    assert sorted(p.name for p in folder.iterdir()) == ["contract.json", "encode.onnx",
+                                                        "init.onnx", "step.onnx"]
+    contract = json.loads((folder / "contract.json").read_text())
+    assert contract["format"] == "ecgcap captioner, ONNX"
+    assert contract["checked_max_abs_difference"] < 1e-4
+    _same_steps_and_captions(load_captioner_onnx(folder), tiny, _two_photos(flickr8k_dir, 64))
+    step = folder / "step.onnx"
+    step.write_bytes(step.read_bytes()[:1000])
+    with pytest.raises(EcgcapError, match="corrupt or changed"):
+        load_captioner_onnx(folder)

@@ -160,13 +160,79 @@ def test_a_corrupt_export_is_refused_in_one_line_before_tensorflow(beat_export, 
 
 
 def test_an_unsupported_format_is_refused_in_one_line(tmp_path):
-    result = run_module("ecgcap.export", "beats", "--format", "saved_model", "--out",
+    result = run_module("ecgcap.export", "beats", "--format", "coreml", "--out",
                         str(tmp_path / "b.tflite"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "python -m ecgcap.export: error: --format saved_model: not supported yet: only litert "
-        "and onnx exports are written (docs/export.md)"]
+        "python -m ecgcap.export: error: --format coreml: choose one of litert, onnx, "
+        "saved_model"]
     assert not list(tmp_path.iterdir())
+
+
+def test_beat_saved_model_answers_as_keras_on_every_beat_of_record_233(mitdb_dir, tmp_path):
+    """Exported by the command, loaded with tf.saved_model.load, its serving_default
+    signature (free batch size) on all 3,077 beats of record 233 against Keras."""
+    import tensorflow as tf
+
+    from ecgcap.ecg.export import folder_sha256
+    from ecgcap.ecg.inference import beat_inputs, load_classifier
+    from ecgcap.ecg.litert import contract_path
+
+    target = tmp_path / "beats.saved_model"
+    result = run_module("ecgcap.export", "beats", "--format", "saved_model", "--out",
+                        str(target))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{target}\t") and "beats.saved_model.contract.json" in \
+        result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beats.saved_model",
+                                                          "beats.saved_model.contract.json"]
+    contract = json.loads(contract_path(target).read_text())
+    assert contract["format"] == "ecgcap ECG classifier, TensorFlow SavedModel"
+    assert contract["files_sha256"] == folder_sha256(target)
+    assert {i["name"]: i["shape"] for i in contract["inputs"]} == {"beat": [None, 126, 2],
+                                                                   "rr": [None, 9]}
+    assert contract["checked_max_abs_difference"] < TOLERANCE
+    keras_model, info = load_classifier(MODELS / "mitdb_lstm_beats.keras")
+    inputs = beat_inputs(info, str(mitdb_dir / "233"))[3]
+    inputs = {"beat": inputs["beat"], "rr": inputs["rr"]}
+    fn = tf.saved_model.load(str(target)).signatures["serving_default"]
+    got = fn(**{k: tf.constant(v) for k, v in inputs.items()})["probabilities"].numpy()
+    expected = keras_model.predict(inputs, batch_size=1024, verbose=0)
+    assert got.shape == expected.shape and len(got) > 3000
+    assert np.array_equal(got.argmax(-1), expected.argmax(-1))
+    assert float(np.abs(got - expected).max()) < TOLERANCE
+    # quantised SavedModels are refused, and nothing is written
+    result = run_module("ecgcap.export", "beats", "--format", "saved_model", "--quantize",
+                        "float16", "--out", str(tmp_path / "q.saved_model"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "float32 only" in result.stderr and not (tmp_path / "q.saved_model").exists()
+
+
+def test_rhythm_saved_model_answers_as_keras_on_a_padded_cinc2017_crop(cinc2017_dir, tmp_path):
+    """A00014 (18.6 s: one crop, right-padded and masked) through the SavedModel's
+    signature, against Keras."""
+    import tensorflow as tf
+
+    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.inference import load_classifier
+    from ecgcap.ecg.recordings import RhythmConfig, read_recording
+
+    target = export_classifier(MODELS / "cinc2017_lstm_rhythm.keras",
+                               tmp_path / "r.saved_model", fmt="saved_model")
+    keras_model, info = load_classifier(task="rhythm")
+    config = RhythmConfig(**info["rhythm"])
+    prepared = read_recording(cinc2017_dir / "A00014", config)
+    n = len(prepared["signal"])
+    assert n < config.crop
+    signal = np.zeros((1, config.crop, prepared["signal"].shape[1]), np.float32)
+    signal[0, :n] = prepared["signal"]
+    mask = np.zeros((1, config.crop), np.float32)
+    mask[0, :n] = 1.0
+    x = {"signal": signal, "mask": mask, "rr": prepared["rr"][None].astype(np.float32)}
+    fn = tf.saved_model.load(str(target)).signatures["serving_default"]
+    got = fn(**{k: tf.constant(v) for k, v in x.items()})["probabilities"].numpy()
+    expected = keras_model.predict(x, verbose=0)
+    assert float(np.abs(got - expected).max()) < TOLERANCE
 
 
 def test_a_model_that_cannot_export_is_refused_in_one_line_leaving_nothing(tmp_path):

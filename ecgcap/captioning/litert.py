@@ -42,6 +42,14 @@ def litert_folder(keras_path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".litert")
 
 
+def output_names(parts: Any) -> dict[str, list[str]]:
+    """Readable names of each function's outputs, in order: ``feature_map, vector``; the
+    states (``h1, c1, ...``); ``logits``, the new states and ``alpha`` (attention models)."""
+    states = [t.name for t in parts.step.inputs[3:]]
+    return {"encode": ["feature_map", "vector"], "init": states,
+            "step": ["logits", *states, *(["alpha"] if parts.returns_attention else [])]}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -43,7 +43,8 @@ from ecgcap.runtime.modelfile import read_info
 KINDS = {"ecg-beats": "beats", "ecg-rhythm": "rhythm"}
 TOLERANCE = 1e-4  # max abs probability difference from Keras accepted at export
 QUANTIZE = ("none", "float16", "int8")
-FORMATS = {"litert": ".tflite", "onnx": ".onnx"}
+FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ".saved_model"}
+SAVED_MODEL_FORMAT = "ecgcap ECG classifier, TensorFlow SavedModel"
 CALIBRATION_EXAMPLES = 1000  # beats (or rhythm crops) drawn from the calibration records
 QUANTIZATION = {
     "none": "none: float32 weights and activations",
@@ -271,6 +272,52 @@ def _check_onnx(data: bytes, model: Any, x: dict[str, np.ndarray], source: str
     return diff, agree, ops
 
 
+def _write_saved_model(model: Any, shapes: dict[str, tuple[int, ...]], folder: Path) -> None:
+    """The model as a TensorFlow SavedModel in ``folder`` (Keras' ``ExportArchive``, what
+    ``model.export(format="tf_saved_model")`` uses), one signature ``serving_default``: named
+    float32 inputs with a free batch size -> ``probabilities``."""
+    import keras
+    import tensorflow as tf
+
+    names = list(shapes)
+    signature = [tf.TensorSpec((None, *shapes[n][1:]), tf.float32, name=n) for n in names]
+
+    def serving_default(*args):
+        return {"probabilities": model(dict(zip(names, args, strict=True)), training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serving_default, input_signature=signature)
+    archive.write_out(str(folder), verbose=False)
+
+
+def _check_saved_model(folder: Path, model: Any, x: dict[str, np.ndarray], source: str
+                       ) -> tuple[float, float]:
+    """Load the SavedModel with ``tf.saved_model.load``, run its signature on ``x`` and refuse
+    it unless it answers as Keras does (max abs difference under ``TOLERANCE``)."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    got = np.concatenate([fn(**{k: tf.constant(v[i:i + 256]) for k, v in x.items()})
+                          ["probabilities"].numpy()
+                          for i in range(0, len(next(iter(x.values()))), 256)])
+    ref = np.asarray(model.predict(x, batch_size=256, verbose=0))
+    diff = float(np.max(np.abs(got - ref)))
+    agree = float(np.mean(got.argmax(-1) == ref.argmax(-1)))
+    if not diff < TOLERANCE:
+        raise EcgcapError(f"the SavedModel export answers unlike the Keras model (max abs "
+                          f"probability difference {diff:.2g} >= {TOLERANCE:g})", input=source)
+    return diff, agree
+
+
+def folder_sha256(folder: str | os.PathLike) -> dict[str, str]:
+    """The sha256 of every file under ``folder``, by relative path (a SavedModel's
+    ``saved_model.pb`` and ``variables/*``)."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
     """What a runtime must do to a recording before calling the function (plain words and
     numbers; the reference implementation is ecgcap.ecg.dataset / ecgcap.ecg.recordings)."""
@@ -325,6 +372,85 @@ def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
                     "rr (1, features) of the whole recording"}
 
 
+def _contract(info: dict[str, Any], shapes: dict[str, tuple[int, ...]], keras_path: Path,
+              quantize: str, calibration: Sequence[str | os.PathLike] | None,
+              calibration_examples: int, x: dict[str, np.ndarray], diff: float, agree: float
+              ) -> dict[str, Any]:
+    """The LiteRT contract (``docs/export.md``); the other formats change a few entries."""
+    checked = len(next(iter(x.values())))
+    unit = "beats" if info["kind"] == "ecg-beats" else "crops"
+    contract: dict[str, Any] = {
+        "format": FORMAT, "version": FORMAT_VERSION,
+        "task": KINDS[info["kind"]], "classes": list(info["classes"]),
+        "sampling_rate": float((info.get("beats") or info.get("rhythm"))["fs"]),
+        "inputs": [{"name": name, "shape": list(shape), "dtype": "float32"}
+                   for name, shape in shapes.items()],
+        "outputs": [{"name": "probabilities", "shape": [1, len(info["classes"])],
+                     "dtype": "float32", "means": "softmax over classes, in their order"}],
+        "signature": "serving_default",
+        "preprocessing": _preprocessing(info),
+        "recurrence": f"each {info.get('cell', 'recurrent').upper()} layer (and direction) "
+                      "runs as a WHILE loop over time steps, not unrolled",
+        "while_loops": None,
+        "source": keras_path.name, "source_sha256": sha256_file(keras_path),
+        "tflite_sha256": "",
+        "quantization": quantize, "quantization_method": QUANTIZATION[quantize],
+        "calibration": ({"records": [str(r) for r in calibration], unit: checked,
+                         "drawn": f"up to {calibration_examples} {unit}, seeded, prepared as "
+                                  "classify_ecg prepares them"} if calibration else None),
+        "checked_on": (f"{checked} {unit} of the calibration records" if calibration
+                       else "one pseudo-random example"),
+        "checked_max_abs_difference": diff, "checked_label_agreement": agree,
+        "info": info}
+    if "crop" in contract["preprocessing"]:
+        contract["crop_samples"] = contract["preprocessing"]["crop"]["samples"]
+    return contract
+
+
+def _export_saved_model(model: Any, info: dict[str, Any], shapes: dict[str, tuple[int, ...]],
+                        x: dict[str, np.ndarray], keras_path: Path, target: Path,
+                        calibration: Sequence[str | os.PathLike] | None,
+                        calibration_examples: int) -> Path:
+    """Write ``target`` (a SavedModel folder) and its contract beside it: both made whole in
+    a temporary folder and checked against Keras first, then renamed into place (an earlier
+    export there is moved aside and removed only after)."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = None
+    try:
+        _write_saved_model(model, shapes, tmp / "model")
+        diff, agree = _check_saved_model(tmp / "model", model, x, str(keras_path))
+        contract = _contract(info, shapes, keras_path, "none", calibration,
+                             calibration_examples, x, diff, agree)
+        contract.update({"format": SAVED_MODEL_FORMAT, "version": FORMAT_VERSION,
+                         "recurrence": "each recurrent layer runs as a TensorFlow while loop "
+                                       "over time steps (Keras' own), not unrolled",
+                         "call": "tf.saved_model.load(FOLDER).signatures['serving_default']"
+                                 "(**inputs)['probabilities'], inputs float32 by name"})
+        for entry in contract["inputs"] + contract["outputs"]:
+            entry["shape"][0] = None  # free batch size
+        del contract["tflite_sha256"]
+        contract["files_sha256"] = folder_sha256(tmp / "model")
+        for path in (tmp, *tmp.rglob("*")):
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        (tmp / "contract.json").write_text(json.dumps(contract, indent=2) + "\n",
+                                           encoding="utf-8")
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            target.rename(old / target.name)
+        (tmp / "model").rename(target)
+        os.replace(tmp / "contract.json", contract_path(target))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | None = None,
                       quantize: str = "none",
                       calibration: Sequence[str | os.PathLike] | None = None,
@@ -333,8 +459,10 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
     """Export the ECG classifier in ``keras_path`` to ``out`` (default
     :func:`default_target`) and its contract beside it; returns the ``.tflite`` path.
 
-    ``fmt`` is ``litert`` (``NAME.tflite``) or ``onnx`` (``NAME.onnx``, float32 only, free
-    batch size: :mod:`ecgcap.ecg.onnx`). ``quantize`` is ``none``, ``float16`` or ``int8``;
+    ``fmt`` is ``litert`` (``NAME.tflite``), ``onnx`` (``NAME.onnx``, float32 only, free
+    batch size: :mod:`ecgcap.ecg.onnx`) or ``saved_model`` (``NAME.saved_model/``, a
+    TensorFlow SavedModel folder, float32, free batch size, signature ``serving_default``).
+    ``quantize`` is ``none``, ``float16`` or ``int8``;
     ``int8`` needs ``calibration`` records (paths of WFDB records, never the test set), on
     whose inputs (:func:`calibration_inputs`) the export is checked. Raises ``EcgcapError``
     (one line naming the model and the reason) when the model is not an ECG classifier, does
@@ -344,8 +472,8 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
         raise EcgcapError(f"choose one of {', '.join(QUANTIZE)}", input=f"--quantize {quantize}")
     if fmt not in FORMATS:
         raise EcgcapError(f"choose one of {', '.join(FORMATS)}", input=f"--format {fmt}")
-    if fmt == "onnx" and quantize != "none":
-        raise EcgcapError("ONNX exports are float32 only (quantise the LiteRT export)",
+    if fmt in ("onnx", "saved_model") and quantize != "none":
+        raise EcgcapError(f"{fmt} exports are float32 only (quantise the LiteRT export)",
                           input=f"--quantize {quantize}")
     if quantize == "int8" and not calibration:
         raise EcgcapError("needs --calibration RECORD... (real records the model was not "
@@ -363,49 +491,36 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
     target = Path(out) if out is not None else default_target(keras_path, quantize).with_suffix(
         suffix)
     if target.suffix != suffix:
-        raise EcgcapError(f"an ECG export is one {suffix} file (its contract goes beside it)",
+        raise EcgcapError(f"an ECG {fmt} export is named NAME{suffix} (its contract goes "
+                          "beside it)",
                           input=f"--out {target}")
-    for path in (target, contract_path(target)):
-        if path.is_dir():
-            raise EcgcapError(f"is a folder; name a {suffix} file", input=str(path))
+    if fmt == "saved_model":
+        if target.exists() and not (target / "saved_model.pb").is_file():
+            raise EcgcapError("exists and is not a SavedModel export; not replaced: name a "
+                              "new path", input=f"--out {target}")
+        if contract_path(target).is_dir():
+            raise EcgcapError("is a folder", input=str(contract_path(target)))
+    else:
+        for path in (target, contract_path(target)):
+            if path.is_dir():
+                raise EcgcapError(f"is a folder; name a {suffix} file", input=str(path))
     with framework_quiet():  # TensorFlow's start-up and GPU-probe lines; errors still show
         model, info = load_classifier(keras_path)
         shapes = _input_shapes(model, info, source)
         x = (calibration_inputs(info, calibration, calibration_examples) if calibration
              else _example(shapes))
+        if fmt == "saved_model":
+            return _export_saved_model(model, info, shapes, x, keras_path, target,
+                                       calibration, calibration_examples)
         if fmt == "onnx":
             flatbuffer = _convert_onnx(model, shapes, source)
             diff, agree, ops = _check_onnx(flatbuffer, model, x, source)
         else:
             flatbuffer = _convert(model, shapes, source, quantize)
             diff, agree, loops = _check(flatbuffer, model, x, source, quantize)
-    checked = len(next(iter(x.values())))
-    unit = "beats" if info["kind"] == "ecg-beats" else "crops"
-    contract: dict[str, Any] = {
-        "format": FORMAT, "version": FORMAT_VERSION,
-        "task": KINDS[info["kind"]], "classes": list(info["classes"]),
-        "sampling_rate": float((info.get("beats") or info.get("rhythm"))["fs"]),
-        "inputs": [{"name": name, "shape": list(shape), "dtype": "float32"}
-                   for name, shape in shapes.items()],
-        "outputs": [{"name": "probabilities", "shape": [1, len(info["classes"])],
-                     "dtype": "float32", "means": "softmax over classes, in their order"}],
-        "signature": "serving_default",
-        "preprocessing": _preprocessing(info),
-        "recurrence": f"each {info.get('cell', 'recurrent').upper()} layer (and direction) "
-                      "runs as a WHILE loop over time steps, not unrolled",
-        "while_loops": loops if fmt == "litert" else None,
-        "source": keras_path.name, "source_sha256": sha256_file(keras_path),
-        "tflite_sha256": "",
-        "quantization": quantize, "quantization_method": QUANTIZATION[quantize],
-        "calibration": ({"records": [str(r) for r in calibration], unit: checked,
-                         "drawn": f"up to {calibration_examples} {unit}, seeded, prepared as "
-                                  "classify_ecg prepares them"} if calibration else None),
-        "checked_on": (f"{checked} {unit} of the calibration records" if calibration
-                       else "one pseudo-random example"),
-        "checked_max_abs_difference": diff, "checked_label_agreement": agree,
-        "info": info}
-    if "crop" in contract["preprocessing"]:
-        contract["crop_samples"] = contract["preprocessing"]["crop"]["samples"]
+    contract = _contract(info, shapes, keras_path, quantize, calibration, calibration_examples,
+                         x, diff, agree)
+    contract["while_loops"] = loops if fmt == "litert" else None
     if fmt == "onnx":
         from ecgcap.ecg import onnx as onnx_runtime
 

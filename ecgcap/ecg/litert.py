@@ -31,9 +31,9 @@ TFLITE_ID = b"TFL3"  # the flatbuffer file identifier of every .tflite file (byt
 def contract_path(tflite: str | os.PathLike) -> Path:
     """The contract of ``NAME.tflite``: ``NAME.contract.json`` beside it (of an ONNX export
     ``NAME.onnx``: ``NAME.onnx.contract.json``, so both exports of a model can sit side by
-    side)."""
+    side; of a SavedModel folder ``NAME.saved_model``: ``NAME.saved_model.contract.json``)."""
     path = Path(tflite)
-    if path.suffix == ".onnx":
+    if path.suffix in (".onnx", ".saved_model"):
         return path.with_name(path.name + ".contract.json")
     return path.with_name(path.stem + ".contract.json")
 
