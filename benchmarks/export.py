@@ -1,4 +1,4 @@
-"""LiteRT exports of the shipped ECG models against their Keras originals, on real data.
+"""Exports of the shipped ECG models and captioners against their Keras originals, on real data.
 
     ECGCAP_DATA=../shared/data python benchmarks/export.py [--rhythm-records 40]
         [--latency-beats 300] [--calibration-records 101 106 ...]
@@ -18,7 +18,17 @@ Then the beat model once per quantisation (``none``, ``float16``, ``int8``), eac
 calibrated on the beats of MIT-BIH DS1 records (the training patients; by default all 22,
 1,000 beats drawn from them), never on DS2, and once as ONNX (onnxruntime): file size, its
 fraction of the float32 file, difference and label agreement with Keras on all DS2 beats, DS2
-macro-F1, and batch-1 latency per beat. ``--skip-float`` prints only that table.
+macro-F1, and batch-1 latency per beat; then as a TensorFlow SavedModel. The rhythm model
+the same way. ``--skip-float`` prints only those tables.
+
+    ECGCAP_DATA=../shared/data python benchmarks/export.py --captioner rsicd
+        [--captioner-images 200] [--latency-images 20]
+
+prints only the captioner table instead: the shipped captioner exported to LiteRT, ONNX and a
+SavedModel, each run on the first ``--captioner-images`` test images (RSICD test has 593) and
+compared with Keras: files' size, the largest difference of any output of encode, init and the
+greedy steps (each runtime fed Keras' tokens), identical greedy captions %, CIDEr
+(``score_captions``), and the median time to caption one image greedily at batch size 1.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ def _rhythm_exports(out: Path, count: int, calibration_count: int) -> None:
     recordings, calibrated on the ``calibration_count`` recordings after them."""
     from ecgcap.ecg.api import locate_or_download
     from ecgcap.ecg.evaluation import challenge_report
-    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.export import SavedModelClassifier, export_classifier
     from ecgcap.ecg.inference import SHIPPED, load_classifier
     from ecgcap.ecg.io import read_reference
     from ecgcap.ecg.litert import contract_path, load_litert_classifier
@@ -70,19 +80,21 @@ def _rhythm_exports(out: Path, count: int, calibration_count: int) -> None:
     score_keras = challenge_report(truth, [classes[i] for i in ref.argmax(-1)])["score"]
     rows, float_mb = [], None
     for fmt, quantize in (("litert", "none"), ("litert", "float16"), ("litert", "int8"),
-                          ("onnx", "none")):
-        suffix = ".onnx" if fmt == "onnx" else ".tflite"
+                          ("onnx", "none"), ("saved_model", "none")):
+        suffix = {"onnx": ".onnx", "saved_model": ".saved_model"}.get(fmt, ".tflite")
         t = time.perf_counter()
         path = export_classifier(SHIPPED["rhythm"], out / f"rhythm.{quantize}{suffix}",
                                  quantize, calibration, fmt=fmt)
         export_s = time.perf_counter() - t
-        load = load_onnx_classifier if fmt == "onnx" else load_litert_classifier
+        load = {"onnx": load_onnx_classifier, "saved_model": lambda p: (
+            SavedModelClassifier(p), None)}.get(fmt, load_litert_classifier)
         model, _ = load(path)
         got = predict_recordings(model, signals, rr, config)
         contract = json.loads(contract_path(path).read_text())
         ms = _median_ms(lambda i, model=model: predict_recordings(
             model, signals[i:i + 1], rr[i:i + 1], config, batch_size=1), range(len(names)))
-        mb = path.stat().st_size / 1e6
+        mb = (sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir()
+              else path.stat().st_size) / 1e6
         float_mb = float_mb or mb
         score = challenge_report(truth, [classes[i] for i in got.argmax(-1)])["score"]
         rows.append(f"| {fmt} {quantize} | {mb:.3f} | {mb / float_mb:.3f} | {export_s:.0f} | "
@@ -104,6 +116,100 @@ def _rhythm_exports(out: Path, count: int, calibration_count: int) -> None:
     print("\n".join(rows))
 
 
+def _captioner_exports(name: str, count: int, latency_images: int) -> None:
+    """The captioner ``name`` exported to LiteRT, ONNX and a SavedModel, against Keras on the
+    first ``count`` RSICD (or Flickr8k) test images: file size, the largest difference of the
+    step outputs (logits, states, attention) over the whole greedy decoding (each runtime
+    fed Keras' greedy tokens, its own states), identical greedy captions %, CIDEr, and the
+    median time to caption one image (greedy, batch 1) on the first ``latency_images``."""
+    from ecgcap.captioning.datasets import load_captions
+    from ecgcap.captioning.decoding import CaptionDecoder
+    from ecgcap.captioning.evaluation import score_captions
+    from ecgcap.captioning.images import load_images
+    from ecgcap.captioning.inference import captioner_path, load_captioner
+    from ecgcap.captioning.litert import export_captioner, load_captioner_litert
+    from ecgcap.captioning.models import decoder_parts
+    from ecgcap.captioning.onnx import export_captioner_onnx, load_captioner_onnx
+    from ecgcap.captioning.savedmodel import (
+        export_captioner_saved_model,
+        load_captioner_saved_model,
+    )
+
+    path = captioner_path(name)
+    out = Path(tempfile.mkdtemp(prefix="ecgcap-caption-export-"))
+    exports = {"litert": (export_captioner, load_captioner_litert),
+               "onnx": (export_captioner_onnx, load_captioner_onnx),
+               "saved_model": (export_captioner_saved_model, load_captioner_saved_model)}
+    keras_parts = decoder_parts(load_captioner(path)[0])
+    dataset = "rsicd" if name == "rsicd" else "flickr8k"
+    test = load_captions(dataset, "test", report=lambda _: None)
+    refs = test.captions[:count]
+    size = int(keras_parts.encoder.inputs[0].shape[1])
+    images = load_images(test.paths()[:count], size).astype(np.float32)
+
+    chunk = 64  # images a call: ONNX Runtime's encoder on all 593 at once runs out of memory
+
+    def greedy_chain(parts, batch, tokens_ref=None):
+        fmap, vec = (np.asarray(t) for t in parts.encoder.predict_on_batch(batch))
+        states = [np.asarray(s) for s in parts.init.predict_on_batch(vec)]
+        token = np.full((len(batch), 1), 2, np.int32)
+        outs, tokens = [[fmap, vec]], []
+        for t in range(keras_parts.max_length):
+            out = [np.asarray(o) for o in parts.step.predict_on_batch(
+                [token, vec, fmap, *states])]
+            outs.append(out)
+            states = out[1:1 + len(states)]
+            token = (out[0].argmax(-1).astype(np.int32)[:, None] if tokens_ref is None
+                     else tokens_ref[t])
+            tokens.append(token)
+        return outs, tokens
+
+    def step_difference(parts) -> float:
+        """The largest difference from Keras of any output of encode, init or a step, each
+        runtime fed Keras' greedy tokens and its own states."""
+        worst = 0.0
+        for i in range(0, len(images), chunk):
+            batch = images[i:i + chunk]
+            keras_outs, keras_tokens = greedy_chain(keras_parts, batch)
+            outs, _ = greedy_chain(parts, batch, keras_tokens)
+            worst = max([worst] + [float(np.max(np.abs(a - b)))
+                                   for o, k in zip(outs, keras_outs, strict=True)
+                                   for a, b in zip(o, k, strict=True)])
+        return worst
+
+    t = time.perf_counter()
+    keras_decoder = CaptionDecoder(keras_parts, batch_size=chunk)
+    keras_caps = keras_decoder.caption(images, beam=1)
+    keras_s = time.perf_counter() - t
+    keras_cider = score_captions(refs, keras_caps, meteor=False)["CIDEr"]
+    keras_decoder.caption(images[:1], beam=1)  # warm-up: Keras traces at batch size 1
+    keras_ms = _median_ms(lambda i: keras_decoder.caption(images[i:i + 1], beam=1),
+                          range(latency_images))
+    keras_mb = path.stat().st_size / 1e6
+    print(f"\n{name} captioner ({path.name}, {keras_mb:.1f} MB), {dataset} test, first "
+          f"{count} images; Keras: greedy CIDEr {keras_cider:.3f}, {keras_s:.0f} s for the "
+          f"greedy captions ({chunk} a call), {keras_ms:.0f} ms per image at batch 1")
+    print("| export | files MB | export s | max abs diff of step outputs | greedy captions "
+          "identical | CIDEr (Keras / export) | ms per image, batch 1 (Keras / export) |")
+    print("|---|---|---|---|---|---|---|")
+    for fmt, (export, load) in exports.items():
+        t = time.perf_counter()
+        folder = export(path, out / f"{name}.{fmt}")
+        export_s = time.perf_counter() - t
+        mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+        parts = load(folder)
+        diff = step_difference(parts)
+        decoder = CaptionDecoder(parts, batch_size=chunk)
+        caps = decoder.caption(images, beam=1)
+        same = 100 * np.mean([a == b for a, b in zip(caps, keras_caps, strict=True)])
+        cider = score_captions(refs, caps, meteor=False)["CIDEr"]
+        decoder.caption(images[:1], beam=1)  # warm-up
+        ms = _median_ms(lambda i, d=decoder: d.caption(images[i:i + 1], beam=1),
+                        range(latency_images))
+        print(f"| {fmt} | {mb:.1f} | {export_s:.0f} | {diff:.2g} | {same:.1f}% | "
+              f"{keras_cider:.4f} / {cider:.4f} | {keras_ms:.0f} / {ms:.0f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rhythm-records", type=int, default=40)
@@ -115,13 +221,24 @@ def main() -> int:
                              "calibrate the rhythm exports on")
     parser.add_argument("--skip-float", action="store_true",
                         help="only the quantisation table")
+    parser.add_argument("--captioner", default=None, metavar="photo|rsicd",
+                        help="only the captioner table, for this shipped captioner")
+    parser.add_argument("--captioner-images", type=int, default=200,
+                        help="the first N test images (RSICD test has 593)")
+    parser.add_argument("--latency-images", type=int, default=20)
     args = parser.parse_args()
+    if args.captioner:
+        from ecgcap.runtime.device import configure_device
+
+        print(configure_device("cpu"))
+        _captioner_exports(args.captioner, args.captioner_images, args.latency_images)
+        return 0
 
     from ecgcap.ecg.api import locate_or_download
     from ecgcap.ecg.databases import MITDB_DS1, MITDB_DS2, get_database
     from ecgcap.ecg.dataset import BeatConfig, load_beats
     from ecgcap.ecg.evaluation import aami_report, challenge_report
-    from ecgcap.ecg.export import export_classifier
+    from ecgcap.ecg.export import SavedModelClassifier, export_classifier
     from ecgcap.ecg.inference import SHIPPED, load_classifier
     from ecgcap.ecg.io import read_reference
     from ecgcap.ecg.litert import contract_path, load_litert_classifier
@@ -176,6 +293,19 @@ def main() -> int:
     onnx_all = 1e3 * (time.perf_counter() - t) / n
     quant_rows.append({
         "quantize": "onnx (float32, onnxruntime, 1 thread)", "mb": path.stat().st_size / 1e6,
+        "export_s": export_s, "cal_agree": float("nan"), "cal_diff": float("nan"),
+        "max_diff": float(np.abs(got - ref).max()),
+        "agree": 100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))),
+        "f1": aami_report(data["label"], [classes[i] for i in got.argmax(-1)])["macro_f1"],
+        "ms": _median_ms(model.predict_on_batch, one)})
+    t = time.perf_counter()
+    path = export_classifier(SHIPPED["beats"], out / "beats.saved_model", fmt="saved_model")
+    export_s = time.perf_counter() - t
+    model = SavedModelClassifier(path)
+    got = model.predict(x)
+    quant_rows.append({
+        "quantize": "saved_model (float32, TensorFlow)",
+        "mb": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6,
         "export_s": export_s, "cal_agree": float("nan"), "cal_diff": float("nan"),
         "max_diff": float(np.abs(got - ref).max()),
         "agree": 100 * float(np.mean(got.argmax(-1) == ref.argmax(-1))),

@@ -555,3 +555,47 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     return target
+
+
+class SavedModelClassifier:
+    """A SavedModel export (``NAME.saved_model``) called like a Keras classifier:
+    ``predict_on_batch(inputs)`` and ``predict(inputs, batch_size)`` on a dict of float32
+    arrays, returning probabilities ``(N, classes)``."""
+
+    def __init__(self, folder: str | os.PathLike):
+        import tensorflow as tf
+
+        self.folder = Path(folder)
+        try:
+            self._loaded = tf.saved_model.load(str(self.folder))
+            self._fn = self._loaded.signatures["serving_default"]
+        except (OSError, ValueError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise EcgcapError(f"not a loadable ECG SavedModel ({first})",
+                              input=str(folder)) from None
+        self._names = list(self._fn.structured_input_signature[1])
+        self.input = dict.fromkeys(self._names)  # what ecgcap.ecg.recordings.uses_rr reads
+
+    def predict_on_batch(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import tensorflow as tf
+
+        feed = {}
+        for name in self._names:
+            x = np.asarray(inputs[name], np.float32)
+            length = self._fn.structured_input_signature[1][name].shape[1]
+            if name in ("signal", "mask") and x.shape[1] < length:  # a shorter rhythm crop:
+                pad = [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2)  # zeros,
+                x = np.pad(x, pad)  # masked out
+            if length is not None and x.shape[1] != length:
+                raise EcgcapError(f"input {name!r} has shape {x.shape[1:]}, the export takes "
+                                  f"{length} samples", input=str(self.folder))
+            feed[name] = tf.constant(x)
+        return self._fn(**feed)["probabilities"].numpy()
+
+    def predict(self, inputs: dict[str, np.ndarray], batch_size: int | None = 1024,
+                verbose: int = 0) -> np.ndarray:
+        n = len(inputs[self._names[0]])
+        step = batch_size or n or 1
+        return np.concatenate([self.predict_on_batch({k: inputs[k][i:i + step]
+                                                      for k in self._names})
+                               for i in range(0, max(n, 1), step)])
