@@ -189,6 +189,12 @@ def _work(args: argparse.Namespace) -> int:
         from ecgcap.ecg.litert import load_litert_classifier  # refused before TensorFlow
 
         model, info = load_litert_classifier(args.model)
+    elif args.model is not None and (Path(args.model) / "saved_model.pb").is_file():
+        from ecgcap.runtime.errors import EcgcapError
+
+        raise EcgcapError("a TensorFlow SavedModel: classify_ecg runs .keras, .tflite and .onnx "
+                          "models; call its serving_default signature from TensorFlow "
+                          "(docs/export.md#savedmodel)", input=args.model)
     elif args.model is not None and Path(args.model).suffix == ".onnx":
         from ecgcap.ecg.onnx import load_onnx_classifier  # run by onnxruntime, no TensorFlow
 

@@ -201,6 +201,14 @@ def test_beat_saved_model_answers_as_keras_on_every_beat_of_record_233(mitdb_dir
     assert got.shape == expected.shape and len(got) > 3000
     assert np.array_equal(got.argmax(-1), expected.argmax(-1))
     assert float(np.abs(got - expected).max()) < TOLERANCE
+    # classify_ecg refuses a SavedModel in one line, before TensorFlow
+    result = run_watching_imports("ecgcap.classify_ecg", str(mitdb_dir / "100"), "--model",
+                                  str(target))
+    assert result.returncode == 2 and result.stdout.strip() == "no tensorflow"
+    assert result.stderr.strip().splitlines() == [
+        f"python -m ecgcap.classify_ecg: error: {target}: a TensorFlow SavedModel: classify_ecg "
+        "runs .keras, .tflite and .onnx models; call its serving_default signature from "
+        "TensorFlow (docs/export.md#savedmodel)"]
     # quantised SavedModels are refused, and nothing is written
     result = run_module("ecgcap.export", "beats", "--format", "saved_model", "--quantize",
                         "float16", "--out", str(tmp_path / "q.saved_model"))
