@@ -129,7 +129,8 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(tiny, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("years of work")
-    with pytest.raises(EcgcapError, match="precious: a folder that is not a LiteRT export"):
+    with pytest.raises(EcgcapError,
+                       match="precious: a folder that is not an ecgcap captioner export"):
         export_captioner(model, precious)
     assert (precious / "thesis.txt").read_text() == "years of work"
     with pytest.raises(EcgcapError, match=f"{tmp_path}: holds m.keras itself"):

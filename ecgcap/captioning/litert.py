@@ -158,8 +158,9 @@ def _check_out(folder: Path, keras_path: Path) -> None:
         raise EcgcapError(f"holds {keras_path.name} itself; name a new folder for the export",
                           input=str(folder))
     if any(folder.iterdir()) and not (folder / CONTRACT).is_file():
-        raise EcgcapError("a folder that is not a LiteRT export (no contract.json); not "
-                          "replaced: name a new or empty folder", input=str(folder))
+        raise EcgcapError("a folder that is not an ecgcap captioner export (no "
+                          "contract.json); not replaced: name a new or empty folder",
+                          input=str(folder))
 
 
 class _Function:
