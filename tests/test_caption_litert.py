@@ -163,8 +163,8 @@ def test_shipped_photo_model_same_captions_on_litert_and_keras(flickr8k_dir):
     from ecgcap.captioning.inference import load_caption_decoder
 
     val = load_captions("flickr8k", "val", data_dir=str(flickr8k_dir), report=lambda _: None)
-    images = load_images(val.paths()[:8], 224)
     lite, info = load_caption_decoder("photo")
+    images = load_images(val.paths()[:8], lite.image_size)
     assert info["runtime"] == "litert"
     keras_decoder, _ = load_caption_decoder("photo", runtime="keras")
     for beam in (1, 3):
