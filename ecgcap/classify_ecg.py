@@ -190,8 +190,6 @@ def _work(args: argparse.Namespace) -> int:
 
         model, info = load_litert_classifier(args.model)
     elif args.model is not None and (Path(args.model) / "saved_model.pb").is_file():
-        from ecgcap.runtime.errors import EcgcapError
-
         raise EcgcapError("a TensorFlow SavedModel: classify_ecg runs .keras, .tflite and .onnx "
                           "models; call its serving_default signature from TensorFlow "
                           "(docs/export.md#savedmodel)", input=args.model)
