@@ -47,6 +47,24 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def load_contract(model: Path, fmt: str, version: int, *, writer: str, kind: str
+                  ) -> dict[str, Any]:
+    """The JSON contract beside an exported ``model`` file, of format ``fmt`` and ``version``
+    (one-line ``EcgcapError`` when absent, unreadable or of another format)."""
+    cpath = contract_path(model)
+    try:
+        contract = json.loads(cpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EcgcapError(f"no {cpath.name} beside it: not an ecgcap ECG export ({writer} "
+                          "writes both)", input=str(model)) from None
+    except (OSError, ValueError) as exc:
+        raise EcgcapError(f"unreadable contract ({exc})", input=str(cpath)) from None
+    if (not isinstance(contract, dict) or contract.get("format") != fmt
+            or contract.get("version") != version):
+        raise EcgcapError(f"not a version-{version} ecgcap {kind} contract", input=str(cpath))
+    return contract
+
+
 def read_contract(tflite: str | os.PathLike) -> dict[str, Any]:
     """The contract of an exported ECG classifier, checked against its ``.tflite`` file.
 
@@ -62,17 +80,8 @@ def read_contract(tflite: str | os.PathLike) -> dict[str, Any]:
     if len(head) < 8 or head[4:8] != TFLITE_ID:
         raise EcgcapError("not a LiteRT model (no TFL3 flatbuffer header)", input=str(path))
     cpath = contract_path(path)
-    try:
-        contract = json.loads(cpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EcgcapError(f"no {cpath.name} beside it: not an ecgcap ECG export (python -m "
-                          "ecgcap.export writes both)", input=str(path)) from None
-    except (OSError, ValueError) as exc:
-        raise EcgcapError(f"unreadable contract ({exc})", input=str(cpath)) from None
-    if (not isinstance(contract, dict) or contract.get("format") != FORMAT
-            or contract.get("version") != FORMAT_VERSION):
-        raise EcgcapError(f"not a version-{FORMAT_VERSION} ecgcap ECG classifier contract",
-                          input=str(cpath))
+    contract = load_contract(path, FORMAT, FORMAT_VERSION, writer="python -m ecgcap.export",
+                             kind="ECG classifier")
     if contract.get("tflite_sha256") != sha256_file(path):
         raise EcgcapError(f"corrupt or changed: its sha256 is not the one {cpath.name} "
                           "records", input=str(path))

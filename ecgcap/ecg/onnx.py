@@ -12,14 +12,13 @@ loading an ONNX export is refused in one line.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecgcap.ecg.litert import contract_path, sha256_file
+from ecgcap.ecg.litert import contract_path, load_contract, sha256_file
 from ecgcap.runtime.errors import EcgcapError
 
 FORMAT = "ecgcap ECG classifier, ONNX"
@@ -39,17 +38,9 @@ def read_contract(path: str | os.PathLike) -> dict[str, Any]:
         raise EcgcapError("no such model file" if not path.exists() else "is not a model file",
                           input=str(path))
     cpath = contract_path(path)
-    try:
-        contract = json.loads(cpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EcgcapError(f"no {cpath.name} beside it: not an ecgcap ECG export (python -m "
-                          "ecgcap.export --format onnx writes both)", input=str(path)) from None
-    except (OSError, ValueError) as exc:
-        raise EcgcapError(f"unreadable contract ({exc})", input=str(cpath)) from None
-    if (not isinstance(contract, dict) or contract.get("format") != FORMAT
-            or contract.get("version") != FORMAT_VERSION):
-        raise EcgcapError(f"not a version-{FORMAT_VERSION} ecgcap ONNX ECG classifier "
-                          "contract", input=str(cpath))
+    contract = load_contract(path, FORMAT, FORMAT_VERSION,
+                             writer="python -m ecgcap.export --format onnx",
+                             kind="ONNX ECG classifier")
     if contract.get("onnx_sha256") != sha256_file(path):
         raise EcgcapError(f"corrupt or changed: its sha256 is not the one {cpath.name} "
                           "records", input=str(path))
