@@ -160,16 +160,21 @@ def test_an_irregular_base_time_is_read_with_a_warning(record_copy):
     assert rec.sig_len == 650_000 and rec.base_time is None
 
 
-def test_a_single_lead_recording_without_the_lead_suggests_the_rhythm_task(cinc2017_dir):
+def test_a_single_lead_recording_without_the_lead_is_read_on_it_and_told_of_the_rhythm_task(
+        cinc2017_dir):
     from ecgcap.ecg.inference import _beat_lead
     from ecgcap.runtime.errors import EcgcapError
 
     rec = io.read_record(cinc2017_dir / "A00001")
-    with pytest.raises(EcgcapError) as err:
-        _beat_lead(rec, "MLII", "A00001")
-    assert str(err.value) == ("A00001: no lead 'MLII' in this single-lead recording (its lead: "
-                              "ECG); use --task rhythm for its rhythm, or --lead ECG to label "
-                              "its beats")
+    with pytest.warns(UserWarning) as caught:
+        x, used = _beat_lead(rec, "MLII", "A00001")
+    assert used == "ECG" and len(x) == rec.sig_len
+    assert [str(w.message) for w in caught] == [
+        "A00001: no lead 'MLII' (leads: ECG); classified on the first lead, ECG, which the "
+        "model was not trained on (for its rhythm use --task rhythm)"]
+    with pytest.raises(EcgcapError) as err:  # asked for by name: still an error
+        _beat_lead(rec, "MLII", "A00001", explicit=True)
+    assert str(err.value) == "--lead: no lead 'MLII' (leads: ECG)"
 
 
 def test_help_explains_the_labels_and_the_formats():

@@ -90,10 +90,11 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
                     *, annotations: str = "auto", lead: str | None = None) -> dict[str, Any]:
     """Classify one record (a path or a ``wfdb.Record``) with a beat or a rhythm model.
 
-    A beat model returns ``{"record", "fs", "positions", "beats": [{"sample", "label",
-    "probabilities"}]}``, where ``positions`` says where the beat positions came from (``atr``
-    or ``xqrs``); a rhythm model returns ``{"record", "label", "probabilities"}`` (see
-    :func:`classify_recording`).
+    A beat model returns ``{"record", "fs", "positions", "lead", "beats": [{"sample",
+    "label", "probabilities"}]}``, where ``positions`` says where the beat positions came from
+    (``atr`` or ``xqrs``) and ``lead`` which lead was read (the model's; else ``--lead``, else
+    the record's first lead, with a warning); a rhythm model returns ``{"record", "label",
+    "probabilities"}`` (see :func:`classify_recording`).
     """
     if info.get("kind") == RHYTHM_MODEL:
         return classify_recording(model, info, record, lead=lead)
@@ -106,7 +107,8 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
     beats = [{"sample": int(s), "label": lab,
               "probabilities": {c: round(float(p), 4) for c, p in zip(classes, row, strict=True)}}
              for s, lab, row in zip(kept, labels, probs, strict=True)]
-    return {"record": name, "fs": float(out["fs"]), "positions": source, "beats": beats}
+    return {"record": name, "fs": float(out["fs"]), "positions": source,
+            "lead": str(out["lead"]), "beats": beats}
 
 
 def beat_inputs(info: dict[str, Any], record: str | os.PathLike | wfdb.Record, *,
@@ -115,49 +117,53 @@ def beat_inputs(info: dict[str, Any], record: str | os.PathLike | wfdb.Record, *
     """A beat model's inputs for one record, as :func:`classify_record` makes them.
 
     Returns the record's name, where the beat positions came from (``atr`` or ``xqrs``), the
-    positions of the beats kept, and ``{"beat", "rr", "fs"}`` (the arrays the model takes, and
-    the record's sampling rate).
+    positions of the beats kept, and ``{"beat", "rr", "fs", "lead"}`` (the arrays the model
+    takes, the record's sampling rate and the name of the lead read).
     """
     path = None if isinstance(record, wfdb.Record) else record
     rec = record if isinstance(record, wfdb.Record) else io.read_record(record)
     config = BeatConfig.from_info(info["beats"])
     if lead is not None:
         config = BeatConfig.from_info({**info["beats"], "lead": lead})
-    x = _beat_lead(rec, config.lead, str(path or rec.record_name))
+    x, used = _beat_lead(rec, config.lead, str(path or rec.record_name),
+                         explicit=lead is not None)
     processing.check_signal(x, rec.fs, min_seconds=MIN_SECONDS,
                             name=str(path or rec.record_name))
     if note := processing.clipping_note(x):
         warnings.warn(f"{path or rec.record_name}: {note}", stacklevel=2)
     one_lead = wfdb.Record(record_name=rec.record_name, fs=rec.fs, sig_len=len(x),
-                           p_signal=x[:, None], sig_name=[config.lead], n_sig=1)
+                           p_signal=x[:, None], sig_name=[used], n_sig=1)
     peaks, source = beat_positions(one_lead, path, annotations)
     name = rec.record_name
     if len(peaks) < 2:
         raise EcgcapError("fewer than two beats found", input=name)
     out = beats_from_signal(x, rec.fs, peaks, config)
     kept = peaks[out.pop("kept")]
-    return name, source, kept, {**out, "fs": np.float64(rec.fs)}
+    return name, source, kept, {**out, "fs": np.float64(rec.fs), "lead": np.str_(used)}
 
 
-def _beat_lead(rec: wfdb.Record, lead: str, name: str) -> np.ndarray:
-    """The lead a beat model reads; a single-lead recording without it is pointed to
-    ``--task rhythm`` (its rhythm) or ``--lead`` (its beats)."""
+def _beat_lead(rec: wfdb.Record, lead: str, name: str, *, explicit: bool = False
+               ) -> tuple[np.ndarray, str]:
+    """The lead a beat model reads and its name: ``lead`` when the record has it, else (unless
+    ``explicit``, when it is an error) the record's first lead, with a one-line warning naming
+    it (:func:`ecgcap.ecg.processing.choose_lead`)."""
     names = [str(n) for n in rec.sig_name or []]
-    if lead not in names and len(names) == 1:
-        raise EcgcapError(f"no lead {lead!r} in this single-lead recording (its lead: "
-                          f"{names[0]}); use --task rhythm for its rhythm, or --lead "
-                          f"{names[0]} to label its beats", input=name)
-    return processing.select_lead(io.signal_of(rec), names, lead)
+    used, notice = processing.choose_lead(names, lead, explicit=explicit)
+    if notice is not None:
+        hint = "for its rhythm use --task rhythm" if len(names) == 1 else \
+            "--lead NAME picks another"
+        warnings.warn(f"{name}: {notice} ({hint})", stacklevel=3)
+    return processing.select_lead(io.signal_of(rec), names, used), used
 
 
 def beat_summary(result: dict[str, Any], classes: tuple[str, ...] = ("N", "S", "V", "F", "Q"),
                  ectopic: tuple[str, ...] = ("S", "V", "F")) -> dict[str, Any]:
     """What a person wants to know of a beat classification (:func:`classify_record`).
 
-    Returns ``{"record", "beats", "counts", "seconds" (first to last beat), "heart_rate"
-    (beats a minute over that span, None under two beats), "times" ({class: seconds of its
-    beats} for the ectopic classes), "per_minute" (ectopic beats in each minute of the
-    record)}``.
+    Returns ``{"record", "lead" (the lead read; None when the result does not say), "beats",
+    "counts", "seconds" (first to last beat), "heart_rate" (beats a minute over that span,
+    None under two beats), "times" ({class: seconds of its beats} for the ectopic classes),
+    "per_minute" (ectopic beats in each minute of the record)}``.
     """
     fs = float(result["fs"])
     beats = result["beats"]
@@ -171,7 +177,8 @@ def beat_summary(result: dict[str, Any], classes: tuple[str, ...] = ("N", "S", "
     every = np.array(sorted(t for ts in times.values() for t in ts))
     minutes = int(samples[-1] / fs // 60) + 1 if len(samples) else 0
     per_minute = np.bincount((every // 60).astype(int), minlength=minutes).tolist()
-    return {"record": result["record"], "beats": len(beats), "counts": counts,
+    return {"record": result["record"], "lead": result.get("lead"), "beats": len(beats),
+            "counts": counts,
             "seconds": round(span, 2), "heart_rate": None if rate is None else round(rate, 1),
             "times": times, "per_minute": per_minute}
 
@@ -191,6 +198,8 @@ def format_beat_summary(summary: dict[str, Any], first: int = 5, busiest: int = 
     head = f"{summary['record']}: {n} beats"
     if rate is not None:
         head += f", mean heart rate {rate:.0f}/min"
+    if summary.get("lead"):
+        head += f", lead {summary['lead']}"
     shares = ", ".join(f"{c} {k} ({100 * k / n:.1f}%)" if k else f"{c} 0"
                        for c, k in summary["counts"].items()) if n else "no beats"
     lines = [head, f"  {shares}"]

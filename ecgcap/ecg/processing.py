@@ -42,6 +42,31 @@ def select_lead(signal: np.ndarray, names: Sequence[str], lead: str = "MLII") ->
     return signal[:, names.index(lead)].astype(np.float32)
 
 
+def choose_lead(names: Sequence[str], lead: str, *, explicit: bool = False
+                ) -> tuple[str, str | None]:
+    """The lead to read for a model trained on ``lead``, and a notice when it is another one.
+
+    The named lead when the record has it; otherwise, unless ``explicit`` (the user asked for
+    ``lead`` with ``--lead``, an error then), the record's first lead, with a one-line notice
+    naming it (Holter files often name their leads ``ECG1``, ``ECG2`` or ``CH1``).
+
+    Examples
+    --------
+    >>> choose_lead(["V5", "MLII"], "MLII")
+    ('MLII', None)
+    >>> choose_lead(["ECG1", "ECG2"], "MLII")[0]
+    'ECG1'
+    """
+    names = [str(n) for n in names]
+    if lead in names:
+        return lead, None
+    if explicit or not names:
+        listed = ", ".join(names) or "none"
+        raise EcgcapError(f"no lead {lead!r} (leads: {listed})", input="--lead")
+    return names[0], (f"no lead {lead!r} (leads: {', '.join(names)}); classified on the first "
+                      f"lead, {names[0]}, which the model was not trained on")
+
+
 def check_signal(x: np.ndarray, fs: float, *, min_seconds: float, name: str = "signal") -> None:
     """Refuse, in one line naming ``name``, a lead that cannot be an ECG recording: shorter
     than ``min_seconds``, with NaN or infinite samples (WFDB's invalid-sample value reads as
