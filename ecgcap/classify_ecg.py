@@ -233,8 +233,9 @@ def _print_beats(results: list[dict], classes: Sequence[str], args: argparse.Nam
     from ecgcap.ecg.inference import beat_summary, format_beat_summary, write_wfdb
 
     for r in results:
-        say(args, f"{r['record']}: {len(r['beats'])} beats, positions from {r['positions']}, "
-                  f"lead {r['lead']}")
+        lead = f", lead {r['lead']}" if r.get("lead") else ""
+        say(args, f"{r['record']}: {len(r['beats'])} beats, positions from {r['positions']}"
+                  f"{lead}")
     summary = [line for r in results
                for line in format_beat_summary(beat_summary(r, tuple(classes)))]
     if args.format == "json":
