@@ -54,6 +54,12 @@ def test_normal_beats_set_the_amplitude_and_outliers_are_trimmed():
     assert noise.qrs_amplitude(x, FS, peaks, symbols) == pytest.approx(1.6)
     assert noise.qrs_amplitude(x, FS, peaks) > 1.6
     assert noise.trimmed_mean([1.0] * 18 + [100.0, -100.0]) == pytest.approx(1.0)
+    x, peaks = _pulses(400.0)  # 399 beats: as sigamp, only the first 300 are measured
+    x[peaks[300]:] *= 3
+    assert noise.qrs_amplitude(x, FS, peaks) == pytest.approx(1.6)
+    white = np.random.default_rng(0).standard_normal(len(x))
+    white[int(300 * FS):] *= 3  # nor more than the first 300 seconds of noise
+    assert noise.noise_rms(white, FS) == pytest.approx(1.0, rel=0.02)
 
 
 def test_generated_noise_is_seeded_and_shaped_like_its_kind():

@@ -9,10 +9,12 @@ The steps, one function each, on arrays and a sampling rate (the loader aside)::
 
 **The SNR, as nst defines it** (nst.c and sigamp, WFDB; the MIT-BIH Noise Stress Test
 Database, Moody, Muldrow and Mark 1984). The signal's size ``A`` is the peak-to-peak amplitude
-of its normal QRS complexes: measured on each normal beat in a window of 50 ms either side of
-its annotation, the largest and smallest 5% of the measurements dropped, the rest averaged.
-The noise's size ``R`` is its RMS amplitude: measured, mean removed, in each 1 s piece, the
-largest and smallest 5% dropped, the rest averaged. The signal power is taken as ``A**2 / 8``
+of its normal QRS complexes (``sigamp -a``): measured on each of the first 300 beats that
+WFDB's ``map1`` calls normal (every beat but ventricular, fusion, paced and unclassifiable
+ones) in a window of 50 ms either side of its annotation, the largest and smallest 5% of the
+measurements dropped, the rest averaged. The noise's size ``R`` is its RMS amplitude
+(``sigamp``): measured, mean removed, in each of its first 300 one-second pieces, the largest
+and smallest 5% dropped, the rest averaged. The signal power is taken as ``A**2 / 8``
 (a sine wave of peak-to-peak amplitude ``A``) and the noise power as ``R**2``, so::
 
     SNR = 10 log10((A**2 / 8) / R**2) = 20 log10(A / (2 * sqrt(2) * R))  [dB]
@@ -50,6 +52,9 @@ SPECTRA = {"em": (1.0, 0.3, 20.0), "ma": (0.0, 5.0, 100.0), "bw": (2.0, 0.05, 1.
 QRS_HALF_WINDOW = 0.05  # s either side of a beat annotation (sigamp's QRS window)
 RMS_PIECE = 1.0  # s, the pieces whose RMS amplitudes sigamp averages
 TRIM = 0.05  # share of the largest and of the smallest measurements dropped
+MEASUREMENTS = 300  # sigamp's default number of measurements (NMAX), as nst runs it
+# beats WFDB's map1 maps to NORMAL (sigamp -a measures those): all but V, E, F, /, f, Q
+NORMAL_SYMBOLS = frozenset("NLRaAJSej")
 
 
 def trimmed_mean(values: Sequence[float] | np.ndarray, trim: float = TRIM) -> float:
@@ -57,7 +62,7 @@ def trimmed_mean(values: Sequence[float] | np.ndarray, trim: float = TRIM) -> fl
     v = np.sort(np.asarray(values, dtype=np.float64).ravel())
     if not len(v):
         raise ValueError("no measurements to average")
-    k = int(len(v) * trim)
+    k = int(len(v) * trim)  # sigamp: namp / 20 off each end
     return float(v[k:len(v) - k].mean()) if len(v) > 2 * k else float(v.mean())
 
 
@@ -65,8 +70,9 @@ def qrs_amplitude(x: np.ndarray, fs: float, peaks: np.ndarray,
                   symbols: Sequence[str] | None = None) -> float:
     """The QRS peak-to-peak amplitude of a lead, as ``sigamp -a`` measures it for nst.
 
-    Peak-to-peak of ``x`` within 50 ms of each normal beat (symbol ``N``; every beat given when
-    ``symbols`` is None, or when fewer than 10 are normal), trimmed mean (5% off each end).
+    Peak-to-peak of ``x`` within 50 ms of each of the first 300 normal beats
+    (:data:`NORMAL_SYMBOLS`; every beat given when ``symbols`` is None, or when fewer than 10
+    are normal), trimmed mean (5% off each end).
 
     Examples
     --------
@@ -77,11 +83,11 @@ def qrs_amplitude(x: np.ndarray, fs: float, peaks: np.ndarray,
     x = np.asarray(x, dtype=np.float64)
     peaks = np.asarray(peaks, dtype=np.int64)
     if symbols is not None:
-        normal = np.asarray(symbols) == "N"
+        normal = np.isin(np.asarray(symbols), list(NORMAL_SYMBOLS))
         if normal.sum() >= 10:
             peaks = peaks[normal]
     half = max(int(round(QRS_HALF_WINDOW * fs)), 1)
-    peaks = peaks[(peaks - half >= 0) & (peaks + half < len(x))]
+    peaks = peaks[(peaks - half >= 0) & (peaks + half < len(x))][:MEASUREMENTS]
     if not len(peaks):
         raise EcgcapError("no beats to measure the QRS amplitude on", input="signal")
     pieces = x[peaks[:, None] + np.arange(-half, half + 1)[None, :]]
@@ -90,9 +96,10 @@ def qrs_amplitude(x: np.ndarray, fs: float, peaks: np.ndarray,
 
 def noise_rms(noise: np.ndarray, fs: float) -> float:
     """The RMS amplitude of a noise channel, as ``sigamp`` measures it for nst: the RMS (mean
-    removed) of each 1 s piece, trimmed mean (5% off each end)."""
+    removed) of each of the first 300 one-second pieces, trimmed mean (5% off each end)."""
     noise = np.asarray(noise, dtype=np.float64).ravel()
     n = max(int(round(RMS_PIECE * fs)), 1)
+    noise = noise[:n * MEASUREMENTS]
     pieces = noise[:len(noise) // n * n].reshape(-1, n) if len(noise) >= n else noise[None, :]
     rms = np.sqrt(np.mean((pieces - pieces.mean(axis=1, keepdims=True)) ** 2, axis=1))
     return trimmed_mean(rms)
