@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=tuple(BARS), default=None,
                         help="default: the dataset the model was trained on")
     parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--no-repeat", type=int, default=3, metavar="N",
+                        help="no caption repeats one of its own N-grams (0: off)")
     parser.add_argument("--no-meteor", action="store_true")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None, help="also write the scores to this file")
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     split = SPLIT[dataset]
     extra = [d for d in info.get("datasets", []) if d != dataset]
     t = time.perf_counter()
-    result = evaluate_captioner(model, dataset, split, beam=args.beam, data_dir=args.data_dir,
+    result = evaluate_captioner(model, dataset, split, beam=args.beam,
+                                no_repeat_ngram=args.no_repeat, data_dir=args.data_dir,
                                 meteor=not args.no_meteor, train_datasets=extra, report=print)
     scores = result["scores"]
     print(f"\n{dataset} {split}: {len(result['images'])} images, scored in "

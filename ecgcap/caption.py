@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ecgcap.runtime.cli import make_parser, positive_int, run
+from ecgcap.runtime.cli import make_parser, ngram_size, positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "shipped models do; no TensorFlow import, same captions), else "
                              "Keras; litert / keras: insist on one")
     parser.add_argument("--beam", type=positive_int, default=3, help="beam width (1 = greedy)")
+    parser.add_argument("--no-repeat", type=ngram_size, default=3, metavar="N",
+                        help="never repeat one of the caption's own N-grams (default 3; 0: off)")
     parser.add_argument("--attention", metavar="OUT.png", default=None,
                         help="with one image: draw where the model looked for each word "
                              "(models with soft attention over a feature grid)")

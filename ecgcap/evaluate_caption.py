@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ecgcap.runtime.cli import make_parser, positive_int, run, say, setup_runtime
+from ecgcap.runtime.cli import make_parser, ngram_size, positive_int, run, say, setup_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("val", "test"), default="test")
     parser.add_argument("--beam", type=positive_int, default=3,
                         help="beam width scored beside greedy")
+    parser.add_argument("--no-repeat", type=ngram_size, default=3, metavar="N",
+                        help="no caption repeats one of its own N-grams (default 3; 0: off)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="score only the first N images")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (Java, slow)")

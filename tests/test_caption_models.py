@@ -177,6 +177,42 @@ def test_beam_search_finds_likelier_captions_and_is_batch_independent():
         decoder.decode(images, beam=0)
 
 
+def _words(ids: list[int]) -> list[int]:
+    return ids[:ids.index(3)] if 3 in ids else ids  # up to <end>
+
+
+def _ngrams(ids: list[int], n: int) -> list[tuple[int, ...]]:
+    words = _words(ids)
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_no_repeat_ngram_forbids_a_caption_its_own_ngrams(beam):
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = build_captioner(VOCAB, attention=True, **SMALL)
+    images = _images(8, 6)
+    decoder = CaptionDecoder(model)
+    free = decoder.decode(images, beam=beam)
+    # an untrained model loops on a few words: the rule must have something to forbid
+    assert any(len(set(g)) < len(g) for g in (_ngrams(c, 2) for c in free))
+    for n in (2, 3):
+        ruled = decoder.decode(images, beam=beam, no_repeat_ngram=n)
+        for caption in ruled:
+            grams = _ngrams(caption, n)
+            assert len(set(grams)) == len(grams), caption
+        other = CaptionDecoder(model, batch_size=3).decode(images, beam=beam, no_repeat_ngram=n)
+        assert [_words(c) for c in other] == [_words(c) for c in ruled]  # batch independent
+    # captions that repeat nothing are left as they were
+    for before, after in zip(free, decoder.decode(images, beam=beam, no_repeat_ngram=2),
+                             strict=True):
+        if beam == 1 and len(set(_ngrams(before, 2))) == len(_ngrams(before, 2)):
+            assert _words(after) == _words(before)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        decoder.decode(images, no_repeat_ngram=1)
+
+
 def test_teacher_forcing_gap_measures_the_model_it_is_given():
     import keras
 

@@ -119,7 +119,8 @@ def format_training(report: dict[str, Any]) -> str:
 
 
 def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", *, beam: int = 3,
-                       data_dir: str | None = None, image_dir: str | None = None,
+                       no_repeat_ngram: int = 3, data_dir: str | None = None,
+                       image_dir: str | None = None,
                        limit: int | None = None, meteor: bool = True,
                        train_datasets: Sequence[str] = (), neighbours: int = 10,
                        report=None) -> dict[str, Any]:
@@ -154,8 +155,9 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
         raise EcgcapError(f"no usable {split} images", input=dataset)
     decoder = CaptionDecoder(model)
     images = load_images(data.paths(), decoder.image_size)
-    captions = {"greedy": decoder.caption(images, beam=1),
-                f"beam {beam}": decoder.caption(images, beam=beam)}
+    captions = {"greedy": decoder.caption(images, beam=1, no_repeat_ngram=no_repeat_ngram),
+                f"beam {beam}": decoder.caption(images, beam=beam,
+                                                no_repeat_ngram=no_repeat_ngram)}
     fixed = None
     if not has_splits(dataset):  # its "train" would be these very images
         if report:
@@ -181,7 +183,8 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
             report("baselines left out: the dataset has no train or no val images")
     scores = {name: score_captions(data.captions, caps, meteor=meteor)
               for name, caps in captions.items()}
-    return {"dataset": dataset, "split": split, "beam": beam, "scores": scores,
+    return {"dataset": dataset, "split": split, "beam": beam,
+            "no_repeat_ngram": no_repeat_ngram, "scores": scores,
             "fixed_caption": fixed, "images": data.images, "captions": captions,
             "references": data.captions, "_pixels": images}
 
@@ -196,6 +199,7 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     make_run_dir(out.name, out.parent, overwrite=args.overwrite, check_only=True)  # fail first
     model, info = load_captioner(args.model or ("rsicd" if args.dataset == "rsicd" else "photo"))
     result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
+                                no_repeat_ngram=args.no_repeat,
                                 data_dir=args.data_dir, image_dir=args.image_dir,
                                 limit=args.limit, meteor=not args.no_meteor,
                                 train_datasets=[d for d in info.get("datasets", [])
@@ -209,7 +213,7 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         result["teacher_forcing"] = teacher_forcing_gap(model, pixels, result["references"])
         atomic_write_json(out_dir / "teacher_forcing.json", result["teacher_forcing"])
     atomic_write_json(out_dir / "scores.json", {k: result[k] for k in (
-        "dataset", "split", "beam", "scores", "fixed_caption")} | {"model": str(
+        "dataset", "split", "beam", "no_repeat_ngram", "scores", "fixed_caption")} | {"model": str(
             args.model or "shipped"), "images": len(result["images"])})
     atomic_write_json(out_dir / "captions.json", [
         {"image": name, **{k: v[i] for k, v in result["captions"].items()},

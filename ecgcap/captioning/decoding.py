@@ -4,7 +4,10 @@ The image is encoded once; then each step runs the decoder's one-step model
 (:func:`ecgcap.captioning.models.decoder_parts`) on all live hypotheses of all images at once
 through ``predict_on_batch`` (a compiled function: ``tf.function`` or ``jax.jit``), never
 ``model.predict`` per word. Decoding is deterministic; ties go to the lower token id, and
-``beam=1`` gives exactly the greedy captions.
+``beam=1`` gives exactly the greedy captions. The commands (``caption``, ``evaluate_caption``)
+also forbid a caption to repeat one of its own trigrams (``no_repeat_ngram=3``, chosen on
+Flickr8k's dev split and RSICD's val split); :class:`CaptionDecoder` itself applies no such
+rule unless asked.
 """
 
 from __future__ import annotations
@@ -22,12 +25,32 @@ if TYPE_CHECKING:
     from ecgcap.captioning.models import DecoderParts
 
 _NEVER = (PAD, UNK, START)  # tokens a decoder never emits
+NO_REPEAT_NGRAM = 3  # the commands' default: no caption repeats one of its own trigrams
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits.astype(np.float64)
     shifted = logits - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def ban_repeated_ngrams(logp: np.ndarray, seqs: np.ndarray, n: int) -> None:
+    """Set to -inf, in place, the log-probability of every token that would complete an
+    ``n``-gram the hypothesis already holds. ``logp``: ``(images, beam, vocabulary)``;
+    ``seqs``: the hypotheses so far, ``(images, beam, steps)``.
+
+    >>> logp = np.zeros((1, 1, 5)); seqs = np.array([[[1, 2, 3, 1]]])
+    >>> ban_repeated_ngrams(logp, seqs, 2); np.isinf(logp[0, 0]).nonzero()[0].tolist()
+    [2]
+    """
+    steps = seqs.shape[-1]
+    if steps < n:
+        return
+    prefix = seqs[..., steps - n + 1:]  # the n-1 tokens a next token would extend
+    for start in range(steps - n + 1):  # every n-gram already in the hypothesis
+        same = (seqs[..., start:start + n - 1] == prefix).all(-1)
+        image, hyp = np.nonzero(same)
+        logp[image, hyp, seqs[image, hyp, start + n - 1]] = -np.inf
 
 
 class CaptionDecoder:
@@ -81,7 +104,7 @@ class CaptionDecoder:
         return logp, [np.asarray(s) for s in out[1:1 + len(states)]]
 
     def _beam_chunk(self, fmap: np.ndarray, vector: np.ndarray, beam: int,
-                    length_penalty: float) -> list[list[int]]:
+                    length_penalty: float, no_repeat_ngram: int = 0) -> list[list[int]]:
         n = len(vector)
         states = [np.repeat(np.asarray(s), beam, axis=0)
                   for s in self.parts.init.predict_on_batch(vector)]
@@ -96,6 +119,8 @@ class CaptionDecoder:
             logp, states = self._step(tokens, vector_b, fmap_b, states)
             logp = logp.reshape(n, beam, -1)
             vocab = logp.shape[-1]
+            if no_repeat_ngram:
+                ban_repeated_ngrams(logp, seqs, no_repeat_ngram)
             logp[finished] = -np.inf  # a finished hypothesis only repeats <end>, at no cost
             logp[finished, self._end] = 0.0
             cand = (score[..., None] + logp).reshape(n, -1)
@@ -116,17 +141,22 @@ class CaptionDecoder:
         best = np.argmax(normalised, axis=1)
         return [seqs[i, best[i]].tolist() for i in range(n)]
 
-    def decode(self, images: np.ndarray, *, beam: int = 1,
-               length_penalty: float = 1.0) -> list[list[int]]:
+    def decode(self, images: np.ndarray, *, beam: int = 1, length_penalty: float = 1.0,
+               no_repeat_ngram: int = 0) -> list[list[int]]:
         """Token ids of each image's caption (``beam=1``: greedy). Length normalisation divides a
-        hypothesis's log-probability by its length (with ``<end>``) to the ``length_penalty``."""
+        hypothesis's log-probability by its length (with ``<end>``) to the ``length_penalty``.
+        ``no_repeat_ngram=n`` (n >= 2) never lets a caption repeat one of its own n-grams
+        ("in the snow in the snow" with n=3), as ``no_repeat_ngram_size`` in Hugging Face's
+        ``generate``; 0 turns the rule off."""
         if beam < 1:
             raise ValueError(f"beam must be 1 or more, got {beam}")
+        if no_repeat_ngram != 0 and no_repeat_ngram < 2:
+            raise ValueError(f"no_repeat_ngram must be 0 (off) or 2 or more, got {no_repeat_ngram}")
         out: list[list[int]] = []
         chunk = max(1, self.batch_size // beam)
         for i in range(0, len(images), chunk):
             fmap, vector = self.encode(images[i:i + chunk])
-            out.extend(self._beam_chunk(fmap, vector, beam, length_penalty))
+            out.extend(self._beam_chunk(fmap, vector, beam, length_penalty, no_repeat_ngram))
         return out
 
     def attention(self, images: np.ndarray, captions: Sequence[Sequence[int]]
@@ -154,11 +184,12 @@ class CaptionDecoder:
         stacked = np.stack(alphas, 1) if alphas else np.zeros((len(images), 0, fmap.shape[1]))
         return [stacked[i, :n] for i, n in enumerate(lengths)]
 
-    def caption(self, images: np.ndarray, *, beam: int = 1,
-                length_penalty: float = 1.0) -> list[str]:
+    def caption(self, images: np.ndarray, *, beam: int = 1, length_penalty: float = 1.0,
+                no_repeat_ngram: int = 0) -> list[str]:
         """One caption (words joined by spaces) per image."""
         return [self.vocabulary.decode(ids)
-                for ids in self.decode(images, beam=beam, length_penalty=length_penalty)]
+                for ids in self.decode(images, beam=beam, length_penalty=length_penalty,
+                                       no_repeat_ngram=no_repeat_ngram)]
 
 
 def greedy_with_predict(captioner: keras.Model, images: np.ndarray,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgcap.captioning.decoding import CaptionDecoder
+from ecgcap.captioning.decoding import NO_REPEAT_NGRAM, CaptionDecoder
 from ecgcap.captioning.images import find_images, load_image
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.modelfile import load_model, read_info
@@ -109,6 +109,7 @@ def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str
 
 def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int = 3,
                   batch_size: int = 64, length_penalty: float = 1.0,
+                  no_repeat_ngram: int = NO_REPEAT_NGRAM,
                   on_error: Callable[[EcgcapError], None] | None = None,
                   attention: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
     """Caption image files and folders of images, ``batch_size`` images at a time, with
@@ -117,9 +118,12 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
     Unreadable images are passed to ``on_error`` (default: raise) and skipped, so the good
     images of the same call still get their captions. ``attention``: a PNG path where, for a
     single image, the figure of where the model looked for each word is written.
+    ``no_repeat_ngram``: no caption repeats one of its own n-grams (0: no such rule).
     """
     if beam < 1:
         raise EcgcapError("must be 1 or more", input=f"--beam {beam}")
+    if no_repeat_ngram == 1 or no_repeat_ngram < 0:
+        raise EcgcapError("must be 0 (off) or 2 or more", input=f"--no-repeat {no_repeat_ngram}")
     if isinstance(model, CaptionDecoder):
         decoder = copy.copy(model)  # the caller's decoder keeps its own batch size
         decoder.batch_size = max(batch_size * beam, 1)
@@ -142,7 +146,8 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
                     raise
                 on_error(exc)
         if good:
-            ids = decoder.decode(np.stack(arrays), beam=beam, length_penalty=length_penalty)
+            ids = decoder.decode(np.stack(arrays), beam=beam, length_penalty=length_penalty,
+                                 no_repeat_ngram=no_repeat_ngram)
             captions = [decoder.vocabulary.decode(c) for c in ids]
             out.extend(zip(good, captions, strict=True))
             if attention is not None:

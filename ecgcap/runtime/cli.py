@@ -47,6 +47,17 @@ class DefaultsOnceFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def ngram_size(text: str) -> int:
+    """argparse type: 0 (off) or an n-gram size >= 2 (``--no-repeat``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or 2 or more")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
