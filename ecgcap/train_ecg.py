@@ -27,8 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
                          run_folder=True, distribute=True)
     parser.add_argument("--db", default="mitdb",
                         help="database from the registry: mitdb (beats) or cinc2017 (rhythm)")
-    parser.add_argument("--model", default="lstm", choices=("lstm", "simplernn"),
-                        help="recurrent cell; simplernn is the baseline on equal terms")
+    parser.add_argument("--model", default="lstm",
+                        choices=("lstm", "simplernn", "lstm-seq", "simplernn-seq"),
+                        help="recurrent cell; simplernn is the baseline on equal terms. "
+                             "mitdb: lstm-seq (simplernn-seq) labels windows of consecutive "
+                             "beats at once, each beat in its context (--context, --leads)")
+    parser.add_argument("--context", type=positive_int, default=32, metavar="N",
+                        help="lstm-seq: beats per window (inference: windows overlap by half, "
+                             "each beat labelled from the window where it is most central)")
+    parser.add_argument("--leads", default="both", choices=("both", "mlii"),
+                        help="lstm-seq: MLII and the record's other lead (V1, V2, V4 or V5 in "
+                             "mitdb; absent leads as zeros with a flag), or MLII only")
+    parser.add_argument("--lead-dropout", type=float, default=0.2, metavar="P",
+                        help="lstm-seq --leads both: share of training windows whose second "
+                             "lead is dropped, so one-lead records are classified well")
     parser.add_argument("--split", default="inter-patient",  # mitdb only
                         choices=("inter-patient", "random-beats"),
                         help="inter-patient: de Chazal DS1 (train, with a patient-wise validation "
@@ -103,7 +115,12 @@ def _work(args: argparse.Namespace) -> int:
     setup_runtime(args)
     from ecgcap.ecg import api
 
-    report, run_dir = api.train_from_args(args)
+    if args.model.endswith("-seq"):
+        from ecgcap.ecg.sequence import train_from_args
+
+        report, run_dir = train_from_args(args)
+    else:
+        report, run_dir = api.train_from_args(args)
     if "worker" in report:
         say(args, f"worker {report['worker']} finished after {report['epochs_run']} epochs; "
                   "the chief writes the model and report")

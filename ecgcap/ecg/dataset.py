@@ -198,3 +198,91 @@ def write_beat_shards(db_dir: str | os.PathLike, db: Database, records: Sequence
                                                                         strict=True)]
     return prepare_shards(tasks, beat_shard, folder, workers=workers or cpu_threads(),
                           quiet=quiet, label=f"preparing {db.name} records:")
+
+
+def second_lead(names: Sequence[str], primary: str) -> str | None:
+    """The lead a two-lead model reads beside ``primary``: the first other lead, or None.
+
+    Examples
+    --------
+    >>> second_lead(["V5", "MLII"], "MLII")   # mitdb 114: its leads are swapped
+    'V5'
+    >>> second_lead(["MLII"], "MLII") is None
+    True
+    """
+    others = [str(n) for n in names if str(n) != primary]
+    return others[0] if others else None
+
+
+def two_lead_beats(signal: np.ndarray, names: Sequence[str], fs: float, peaks: np.ndarray,
+                   config: BeatConfig, primary: str | None = None, *, name: str = "record"
+                   ) -> dict[str, np.ndarray]:
+    """:func:`beats_from_signal` on the primary lead and on the second lead, side by side.
+
+    Returns ``beat`` (beats, length, 4): the primary lead's two channels, then the second
+    lead's (zeros where the record has no usable second lead), ``rr``, ``kept``, ``lead2``
+    (beats,): 1 where the second lead is present, and ``leads``: the two lead names (the second
+    ``""`` when absent). A second lead that is flat or holds NaN is left out with a warning.
+    """
+    names = [str(n) for n in names]
+    primary = primary or config.lead
+    x = processing.select_lead(signal, names, primary)
+    out = beats_from_signal(x, fs, peaks, config)
+    other = second_lead(names, primary)
+    if other is not None:
+        x2 = processing.select_lead(signal, names, other)
+        try:
+            processing.check_signal(x2, fs, min_seconds=MIN_SECONDS, name=f"{name} lead {other}")
+        except EcgcapError as exc:
+            warnings.warn(f"{exc}; classified on lead {primary} alone", stacklevel=2)
+            other = None
+    if other is None:
+        second = np.zeros_like(out["beat"])
+    else:
+        second = beats_from_signal(x2, fs, peaks, config)["beat"]
+    out["beat"] = np.concatenate([out["beat"], second], axis=-1)
+    out["lead2"] = np.full(len(out["rr"]), float(other is not None), dtype=np.float32)
+    out["leads"] = np.array([primary, other or ""])
+    return out
+
+
+def prepare_record_leads(path: str | os.PathLike, db: Database, config: BeatConfig
+                         ) -> dict[str, np.ndarray]:
+    """:func:`prepare_record` with both leads (:func:`two_lead_beats`): ``beat`` has 4 channels;
+    ``lead2`` flags the beats with a second lead, ``leads`` names the two leads."""
+    out = prepare_record(path, db, config)
+    record = io.read_record(path)
+    # the beats prepare_record kept: their positions have full windows in both leads
+    both = two_lead_beats(io.signal_of(record), record.sig_name, record.fs, out["sample"],
+                          config, name=str(path))
+    if not both["kept"].all():
+        raise EcgcapError("the two leads kept different beats", input=str(path))
+    out.update(beat=both["beat"], lead2=both["lead2"], leads=both["leads"])
+    return out
+
+
+def load_beat_leads(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
+                    config: BeatConfig = BeatConfig(), *, use_cache: bool = True,
+                    quiet: bool = False) -> dict[str, np.ndarray]:
+    """:func:`load_beats` with both leads (:func:`prepare_record_leads`), cached per record.
+
+    Adds ``lead2`` per beat and ``second_leads``: ``{record: its second lead's name}`` ("" for
+    none), which a run's report records.
+    """
+    parts, seconds = [], {}
+    folder = cache_dir() / db.name / config.key() / "two_leads"
+    for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
+                         quiet=quiet):
+        path = Path(db_dir) / name
+        source = io.source_fingerprint(path, (".hea", ".dat", f".{db.annotator or 'atr'}"))
+        part = cached_arrays(folder / f"{name}.npz", source,
+                             lambda path=path: prepare_record_leads(path, db, config),
+                             use_cache=use_cache)
+        seconds[name] = str(part.pop("leads")[1])
+        part["record"] = np.full(len(part["label"]), name)
+        parts.append(part)
+    if not parts:
+        raise EcgcapError("no records to load", input=str(db_dir))
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out["second_leads"] = seconds
+    return out

@@ -100,6 +100,10 @@ def classify_record(model: Any, info: dict[str, Any], record: str | os.PathLike 
         return classify_recording(model, info, record, lead=lead)
     if info.get("kind") != BEAT_MODEL:
         raise EcgcapError("not an ECG classifier", input=str(info.get("kind")))
+    if "sequence" in info:  # a beat-sequence model: windows of beats (ecgcap.ecg.sequence)
+        from ecgcap.ecg.sequence import classify_sequence
+
+        return classify_sequence(model, info, record, annotations=annotations, lead=lead)
     name, source, kept, out = beat_inputs(info, record, annotations=annotations, lead=lead)
     probs = model.predict({"beat": out["beat"], "rr": out["rr"]}, batch_size=1024, verbose=0)
     classes = info["classes"]

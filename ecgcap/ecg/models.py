@@ -181,3 +181,109 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> ke
     outputs = [member(inputs) for member in members]
     mean = outputs[0] if len(outputs) == 1 else layers.Average(name="mean")(outputs)
     return keras.Model(inputs, mean, name=name)
+
+
+def build_beat_sequence_classifier(
+    cell: str = "lstm",
+    *,
+    context: int = 32,
+    beat_length: int = 126,
+    channels: int = 2,
+    rr_features: int = 9,
+    lead_flag: bool = False,
+    classes: int = 5,
+    conv_filters: Sequence[int] = (32, 32),
+    kernel_size: int = 7,
+    pool_size: int = 2,
+    embedding: int = 64,
+    units: int = 64,
+    bidirectional: bool = True,
+    dropout: float = 0.3,
+    name: str | None = None,
+) -> keras.Model:
+    """A many-to-many classifier of consecutive beats: one label per beat, in context.
+
+    A small conv encoder (the front end of :func:`build_recurrent_classifier`, then a dense
+    embedding) is applied to every beat of the window (``TimeDistributed``); each beat's RR
+    features (and, with ``lead_flag``, whether the second lead is present) join its embedding;
+    a recurrent layer (bidirectional by default) runs over the window of beats and returns
+    every step; a softmax labels each step.
+
+    Parameters
+    ----------
+    cell : ``"lstm"`` or ``"simplernn"`` (same sizes, the baseline on equal terms).
+    context : beats per window (fixed: shorter records are padded and masked).
+    beat_length, channels : samples and channels of one beat.
+    rr_features : width of the per-beat input ``rr``.
+    lead_flag : add the input ``lead2`` (steps, 1): 1 where the record's second lead feeds
+        channels 2-3, 0 where it is absent (those channels then hold zeros).
+    classes : softmax outputs per beat.
+    conv_filters, kernel_size, pool_size : the per-beat Conv1D + pooling blocks.
+    embedding : width of a beat's embedding.
+    units, bidirectional, dropout : the recurrent layer over beats and the dropout rate.
+
+    Returns
+    -------
+    keras.Model with inputs ``{"beat": (context, beat_length, channels), "rr": (context,
+    rr_features), "mask": (context,)[, "lead2": (context, 1)]}`` (``mask`` 1 for real beats, 0
+    for padding) and a float32 softmax output (context, classes).
+
+    Examples
+    --------
+    >>> model = build_beat_sequence_classifier("lstm", context=16, channels=4, lead_flag=True)
+    >>> model.output.shape
+    (None, 16, 5)
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    for arg, value in (("channels", channels), ("classes", classes), ("units", units),
+                       ("embedding", embedding), ("rr_features", rr_features),
+                       ("beat_length", beat_length)):
+        if value < 1:
+            raise ValueError(f"{arg} must be at least 1, got {value}")
+    if context < 1:
+        raise ValueError(f"context must be at least 1, got {context}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    name = name or f"{cell}_beat_sequence"
+    beat = keras.Input((context, beat_length, channels), name="beat")
+    rr = keras.Input((context, rr_features), name="rr")
+    mask = keras.Input((context,), name="mask")
+    inputs = {"beat": beat, "rr": rr, "mask": mask}
+    # a Conv2D with (1, k) kernels over (beats, samples) is a Conv1D applied to every beat
+    # alone (TimeDistributed, in one batched op rather than a loop over the beats)
+    x = beat
+    length = beat_length
+    for i, f in enumerate(conv_filters, 1):
+        x = layers.Conv2D(f, (1, kernel_size), padding="same", use_bias=False,
+                          name=f"beat_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"beat_bn{i}")(x)
+        x = layers.Activation("relu", name=f"beat_relu{i}")(x)
+        x = layers.MaxPooling2D((1, pool_size), name=f"beat_pool{i}")(x)
+        length //= pool_size
+    x = layers.Reshape((context, length * (conv_filters[-1] if conv_filters else channels)),
+                       name="beat_flatten")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="beat_dropout")(x)
+    x = layers.Dense(embedding, activation="relu", name="beat_embedding")(x)
+    r = layers.Normalization(name="rr_norm")(rr)
+    r = layers.Dense(16, activation="relu", name="rr_dense")(r)
+    joined = [x, r]
+    if lead_flag:
+        flag = keras.Input((context, 1), name="lead2")
+        inputs["lead2"] = flag
+        joined.append(flag)
+    x = layers.Concatenate(name="join")(joined)
+    layer = CELLS[cell](units, return_sequences=True, name=f"{cell}1")
+    if bidirectional:
+        layer = layers.Bidirectional(layer, name=f"bi{cell}1")
+    x = layer(x, mask=ToBool(name="step_mask")(mask))
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{cell}1_dropout")(x)
+    out = layers.Dense(classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, out, name=name)
+
+
+SEQUENCE_BUILDERS = {"lstm-seq": lambda **kw: build_beat_sequence_classifier("lstm", **kw),
+                     "simplernn-seq": lambda **kw: build_beat_sequence_classifier("simplernn",
+                                                                                  **kw)}
