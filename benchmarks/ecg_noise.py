@@ -155,9 +155,12 @@ def main() -> int:
                      for k in ["clean", *(f"{kind} {snr:g}" for snr in args.snr)]]
             print(f"{kind + ' ' + title:14}" + "".join(f"{c:>8.3f}" for c in cells))
     if args.beats == "xqrs":
-        print("beats matched to the reference within 150 ms (missed / extra):")
+        print("classified beats matched to the reference within 150 ms (reference beats "
+              "missed / extra beats; Se % / +P %):")
         for k, r in results.items():
-            print(f"  {k}: {r['matched']} ({r['missed']} / {r['extra']})")
+            se = 100 * r["matched"] / max(r["matched"] + r["missed"], 1)
+            ppv = 100 * r["matched"] / max(r["matched"] + r["extra"], 1)
+            print(f"  {k}: {r['matched']} ({r['missed']} / {r['extra']}; {se:.2f} / {ppv:.2f})")
     seconds = time.perf_counter() - start
     print(f"({seconds:.0f} s)")
     atomic_write_json(runs / "report.json", {
