@@ -134,7 +134,8 @@ def test_tiny_training_and_classify_round_trip(mitdb_dir, tmp_path):
     data = load_beat_leads(mitdb_dir, db, ["124", "114"], quiet=True)
     assert data["second_leads"] == {"124": "V4", "114": "V5"}
     set_seed(0)
-    config = SequenceTrainConfig(context=8, epochs=1, val_records=(), batch_size=256)
+    config = SequenceTrainConfig(context=8, leads="both", epochs=1, val_records=(),
+                                 batch_size=256)
     report = train_sequence(config, db, mitdb_dir, tmp_path, quiet=True)
     assert report["second_leads"]["train"] == {"101": "V1", "124": "V4"}
     assert report["test"]["n"] == 1879

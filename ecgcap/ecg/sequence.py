@@ -215,8 +215,8 @@ class SequenceScores(keras.callbacks.Callback):
 class SequenceSettings:
     """What a beat-sequence model adds to a beat model's training configuration."""
 
-    context: int = 32
-    leads: str = "both"
+    context: int = 16
+    leads: str = "mlii"
     lead_dropout: float = 0.2
 
 
@@ -353,8 +353,8 @@ def _sequence_config_class() -> type:
         """A beat model's :class:`TrainConfig` with the beat-sequence settings."""
 
         model: str = "lstm-seq"
-        context: int = 32
-        leads: str = "both"
+        context: int = 16
+        leads: str = "mlii"
         lead_dropout: float = 0.2
 
     return SequenceTrainConfig
