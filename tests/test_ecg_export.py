@@ -266,6 +266,22 @@ def test_a_model_that_cannot_export_is_refused_in_one_line_leaving_nothing(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["free.keras"]
 
 
+def test_a_beat_sequence_model_is_refused_in_one_line_leaving_nothing(tmp_path):
+    from ecgcap.ecg.models import build_beat_sequence_classifier
+    from ecgcap.runtime.modelfile import save_model
+
+    model = build_beat_sequence_classifier(context=4, units=4, embedding=4, conv_filters=(4,))
+    path = tmp_path / "seq.keras"
+    save_model(model, path, {"kind": "ecg-beats", "classes": ["N", "S", "V", "F", "Q"],
+                             "beats": {}, "sequence": {"context": 4, "leads": "mlii"}})
+    result = run_module("ecgcap.export", str(path), "--out", str(tmp_path / "seq.tflite"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"python -m ecgcap.export: error: {path}: a beat-sequence model (lstm-seq): export "
+        "writes per-beat and rhythm models only; run it with classify_ecg --model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq.keras"]
+
+
 @pytest.fixture(scope="module")
 def int8_export(tmp_path_factory, mitdb_dir) -> Path:
     """The shipped beat model as int8, calibrated on two DS1 (training) records."""

@@ -487,6 +487,9 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
     info = read_info(keras_path)
     if info.get("kind") not in KINDS:
         raise EcgcapError(f"a {info.get('kind')!r} model, not an ECG classifier", input=source)
+    if "sequence" in info:
+        raise EcgcapError("a beat-sequence model (lstm-seq): export writes per-beat and rhythm "
+                          "models only; run it with classify_ecg --model", input=source)
     suffix = FORMATS[fmt]
     target = Path(out) if out is not None else default_target(keras_path, quantize).with_suffix(
         suffix)
