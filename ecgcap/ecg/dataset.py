@@ -159,20 +159,27 @@ def load_beats(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
     >>> data["beat"].shape
     (2270, 126, 2)
     """
+    parts = _cached_records(db_dir, db, records, cache_dir() / db.name / config.key(),
+                            lambda path: prepare_record(path, db, config), use_cache, quiet)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _cached_records(db_dir: str | os.PathLike, db: Database, records: Sequence[str],
+                    folder: Path, prepare, use_cache: bool, quiet: bool) -> list[dict]:
+    """``prepare(path)`` of each record, cached in ``folder`` (keyed by the record's files),
+    with a ``record`` column added; refuses an empty list."""
     parts = []
-    folder = cache_dir() / db.name / config.key()
     for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
                          quiet=quiet):
         path = Path(db_dir) / name
         source = io.source_fingerprint(path, (".hea", ".dat", f".{db.annotator or 'atr'}"))
-        part = cached_arrays(folder / f"{name}.npz", source,
-                             lambda path=path: prepare_record(path, db, config),
+        part = cached_arrays(folder / f"{name}.npz", source, lambda path=path: prepare(path),
                              use_cache=use_cache)
         part["record"] = np.full(len(part["label"]), name)
         parts.append(part)
     if not parts:
         raise EcgcapError("no records to load", input=str(db_dir))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return parts
 
 
 def beat_shard(task: tuple[str, str, Database, BeatConfig]) -> dict[str, np.ndarray]:
@@ -269,20 +276,10 @@ def load_beat_leads(db_dir: str | os.PathLike, db: Database, records: Sequence[s
     Adds ``lead2`` per beat and ``second_leads``: ``{record: its second lead's name}`` ("" for
     none), which a run's report records.
     """
-    parts, seconds = [], {}
-    folder = cache_dir() / db.name / config.key() / "two_leads"
-    for name in progress(list(records), label=f"preparing {len(records)} {db.name} records",
-                         quiet=quiet):
-        path = Path(db_dir) / name
-        source = io.source_fingerprint(path, (".hea", ".dat", f".{db.annotator or 'atr'}"))
-        part = cached_arrays(folder / f"{name}.npz", source,
-                             lambda path=path: prepare_record_leads(path, db, config),
-                             use_cache=use_cache)
-        seconds[name] = str(part.pop("leads")[1])
-        part["record"] = np.full(len(part["label"]), name)
-        parts.append(part)
-    if not parts:
-        raise EcgcapError("no records to load", input=str(db_dir))
+    parts = _cached_records(db_dir, db, records, cache_dir() / db.name / config.key() /
+                            "two_leads", lambda path: prepare_record_leads(path, db, config),
+                            use_cache, quiet)
+    seconds = {name: str(p.pop("leads")[1]) for p, name in zip(parts, records, strict=True)}
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     out["second_leads"] = seconds
     return out
