@@ -39,6 +39,26 @@ def test_every_beat_is_labelled_once_from_a_window_that_holds_it(n, offset):
         assert (np.abs(step - (context - 1) / 2) <= context / 2).all()
 
 
+@pytest.mark.parametrize("context,stride,offset", [(8, None, 0), (8, 3, 2), (5, 1, 0),
+                                                   (16, 16, 7)])
+def test_each_beat_takes_its_most_central_window_and_long_records_stay_cheap(context, stride,
+                                                                             offset):
+    """The rule written out beat by beat: of the windows holding a beat, the one where it is
+    nearest the centre of the window's real beats, the earlier on a tie."""
+    for n in (0, 1, context, context + 1, 57, 203):
+        starts = window_starts(n, context, stride, offset)
+        window, step = assign_beats(n, starts, context)
+        for b in range(n):
+            holding = [j for j, s in enumerate(starts) if s <= b < s + context]
+            centre = [abs(b - starts[j] - (min(starts[j] + context, n) - starts[j] - 1) / 2)
+                      for j in holding]
+            assert window[b] == holding[int(np.argmin(centre))]
+            assert step[b] == b - starts[window[b]]
+    n = 150_000  # a day of Holter beats: linear, never a beats x windows matrix
+    window, step = assign_beats(n, window_starts(n, context, stride), context)
+    assert len(window) == n and (step >= 0).all() and (step < context).all()
+
+
 def _per_beat_model(context: int) -> keras.Model:
     """A sequence model whose output at a step depends on that step's beat alone."""
     beat = keras.Input((context, 126, 2), name="beat")

@@ -65,19 +65,27 @@ def window_index(n: int, starts: np.ndarray, context: int) -> np.ndarray:
 
 def assign_beats(n: int, starts: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
     """For each beat, the window (and the step in it) whose label it takes: the window in
-    which it is most central; ties go to the earlier window. Returns ``(window, step)``."""
+    which it is most central; ties go to the earlier window. Returns ``(window, step)``.
+    ``starts`` ascending (as :func:`window_starts` gives them); time and memory linear in
+    the beats (a beat lies in a few windows only)."""
     starts = np.asarray(starts)
     beats = np.arange(n)
-    step = beats[:, None] - starts[None, :]
-    inside = (step >= 0) & (step < context)
-    last = np.minimum(starts + context, n) - starts  # real beats in each window
-    # distance from the centre of the window's real beats
-    distance = np.abs(step - (last[None, :] - 1) / 2.0)
-    distance = np.where(inside, distance, np.inf)
-    window = distance.argmin(axis=1)  # argmin takes the first of equals: the earlier window
-    if n and not np.isfinite(distance[beats, window]).all():
+    first = np.searchsorted(starts, beats - context, side="right")  # windows still holding b
+    last_w = np.searchsorted(starts, beats, side="right") - 1       # windows begun by b
+    if n and (last_w < first).any():
         raise ValueError("windows do not cover every beat")
-    return window, step[beats, window]
+    real = np.minimum(starts + context, n) - starts  # real beats in each window
+    window = first.copy()
+    best = np.full(n, np.inf)
+    for k in range(int((last_w - first).max(initial=-1)) + 1):
+        j = first + k
+        ok = j <= last_w
+        jj = np.where(ok, j, 0)
+        distance = np.where(ok, np.abs(beats - starts[jj] - (real[jj] - 1) / 2.0), np.inf)
+        better = distance < best  # strictly: the earlier window keeps a tie
+        window = np.where(better, jj, window)
+        best = np.where(better, distance, best)
+    return window, beats - starts[window]
 
 
 def cut_windows(x: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
