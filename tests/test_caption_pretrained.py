@@ -167,7 +167,8 @@ def test_decoder_weights_move_into_the_image_model(photos, weights, tmp_path):
 @pytest.mark.slow
 def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights, tmp_path):
     """A tiny stage-1 run on 16 real Flickr8k photos (a Karpathy file naming them in place),
-    resumed, then ``caption --attention`` with its model."""
+    resumed, then ``caption --attention`` with its model. The ImageNet weights are found
+    under ``--data-dir`` (``$ECGCAP_DATA`` names a folder without them)."""
     from PIL import Image
 
     from ecgcap.captioning.datasets import read_flickr8k
@@ -180,25 +181,29 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     data = tmp_path / "dataset_photos.json"
     data.write_text(json.dumps({"images": entries}))
     runs = tmp_path / "runs"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pretrained").symlink_to(weights.parent.resolve(), target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    env = {"ECGCAP_DATA": str(tmp_path / "elsewhere")}
     common = ["--dataset", str(data), "--image-dir", str(flickr8k_dir / "images"),
-              "--encoder", "mobilenet_v2", "--encoder-weights", str(weights), "--units", "16",
+              "--data-dir", str(tmp_path / "data"), "--encoder", "mobilenet_v2", "--units", "16",
               "--embed-dim", "8", "--feature-dim", "8", "--attention-units", "8",
               "--min-count", "2", "--max-length", "12", "--batch-size", "4", "--val-holdout",
               "0", "--runs-dir", str(runs), "--name", "tiny", "-q"]
-    first = run_module("ecgcap.train_caption", *common, "--epochs", "1")
+    first = run_module("ecgcap.train_caption", *common, "--epochs", "1", env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     report = json.loads((runs / "tiny" / "report.json").read_text())
     assert report["images"] == {"train": 12, "val": 4}
     assert report["captions"]["train"] == sum(len(e["sentences"]) for e in entries[:12])
     assert report["stage1_val"]["same_caption_as_feature_model"] >= 4 * 0.9
-    again = run_module("ecgcap.train_caption", *common, "--epochs", "2", "--resume")
+    again = run_module("ecgcap.train_caption", *common, "--epochs", "2", "--resume", env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     resumed = json.loads((runs / "tiny" / "report.json").read_text())
     assert resumed["epochs_run"] == 2
     assert resumed["history"]["loss"][:1] == report["history"]["loss"]
 
     tuned = run_module("ecgcap.train_caption", *common, "--epochs", "2", "--resume",
-                       "--fine-tune-blocks", "1", "--fine-tune-epochs", "1")
+                       "--fine-tune-blocks", "1", "--fine-tune-epochs", "1", env=env)
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     fine = json.loads((runs / "tiny" / "report.json").read_text())
     assert fine["epochs_run"] == 2 and fine["fine_tune"]["epochs_run"] == 1

@@ -103,8 +103,9 @@ def train_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     with tidy_on_failure(args.runs_dir) as made:
         run_dir, dist = training_run_dir(args, name, config)
         made.append(run_dir)
-        result = train_captioner(config, run_dir, resume=args.resume, quiet=args.quiet,
-                                 splits=splits, report=report, distribution=dist)
+        result = train_captioner(config, run_dir, data_dir=args.data_dir, resume=args.resume,
+                                 quiet=args.quiet, splits=splits, report=report,
+                                 distribution=dist)
     finish_worker(dist, run_dir)
     return result, run_dir
 
