@@ -182,7 +182,8 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     data.write_text(json.dumps({"images": entries}))
     runs = tmp_path / "runs"
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "pretrained").symlink_to(weights.parent.resolve(), target_is_directory=True)
+    (tmp_path / "data" / "pretrained").symlink_to(weights.parent.resolve(),
+                                                  target_is_directory=True)
     (tmp_path / "elsewhere").mkdir()
     env = {"ECGCAP_DATA": str(tmp_path / "elsewhere")}
     common = ["--dataset", str(data), "--image-dir", str(flickr8k_dir / "images"),

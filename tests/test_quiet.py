@@ -105,6 +105,22 @@ def test_importing_ecgcap_then_tensorflow_prints_nothing():
     assert result.stderr == ""
 
 
+RETRACE = """
+import ecgcap
+import tensorflow as tf
+for n in range(8):  # a new function each time: tf.function's retracing warning
+    tf.function(lambda x: x + 1)(tf.constant([1.0] * (n + 1)))
+"""
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_tensorflow_python_warnings_only_with_debug(debug):
+    result = subprocess.run([sys.executable, "-c", RETRACE], capture_output=True, text=True,
+                            env={**os.environ, "ECGCAP_DEBUG": debug})
+    assert result.returncode == 0, result.stderr
+    assert ("WARNING:tensorflow" in result.stderr) == (debug == "1"), result.stderr
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_and_usage_errors_never_import_tensorflow(command):
     module = f"ecgcap.{command}"

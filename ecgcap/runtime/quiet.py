@@ -1,12 +1,13 @@
-"""Keep the frameworks' C++ log lines (TensorFlow, absl, XLA, CUDA) off the terminal.
+"""Keep the frameworks' log lines (TensorFlow, absl, XLA, CUDA) off the terminal.
 
 TensorFlow writes them straight to file descriptor 2 while it initialises (twice per import:
 once per native library) and when it first looks for a GPU, before ``TF_CPP_MIN_LOG_LEVEL`` or
 Python's logging can reach them. :func:`framework_quiet` points descriptor 2 at a temporary
 file for such a block and then writes back every line that is not framework noise, so a real
 error still shows. :func:`install` makes the first ``import tensorflow`` of the process run
-inside that block; ``import ecgcap`` calls it. ``ECGCAP_DEBUG=1`` (``--debug``) lets everything
-through.
+inside that block and then sets TensorFlow's Python logger to errors only (its
+``WARNING:tensorflow:`` lines, such as retracing hints); ``import ecgcap`` calls it.
+``ECGCAP_DEBUG=1`` (``--debug``) lets everything through.
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ class _QuietImport(importlib.abc.MetaPathFinder):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug_enabled() else "2")
             with framework_quiet():
                 exec_module(module)
+            if not debug_enabled():  # its Python-side warnings too (retracing hints, ...)
+                import logging
+
+                logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
         spec.loader.exec_module = quiet_exec  # this spec's own loader instance
         return spec
