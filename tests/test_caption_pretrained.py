@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,40 @@ def test_decoder_weights_move_into_the_image_model(photos, weights, tmp_path):
     np.testing.assert_allclose(a, b, atol=0.02)
 
 
+def _check_checkpoint_average(run: Path, files: list[Path], out: Path) -> None:
+    """``benchmarks/caption_average.py``: the decoder is the mean of the checkpoints', the
+    encoder the run's; a missing checkpoint is one line and no file."""
+    import subprocess
+    import sys
+
+    import keras
+
+    import ecgcap.captioning.models  # noqa: F401 - registers the captioner's layers
+
+    script = str(Path(__file__).parents[1] / "benchmarks" / "caption_average.py")
+    done = subprocess.run([sys.executable, script, str(run), "--out", str(out), "--checkpoints",
+                           *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    averaged = keras.saving.load_model(out)
+    first, second = (keras.saving.load_model(f) for f in files)
+    layer = "word_logits"
+    for a, b, mean in zip(first.get_layer(layer).get_weights(),
+                          second.get_layer(layer).get_weights(),
+                          averaged.get_layer(layer).get_weights(), strict=True):
+        np.testing.assert_allclose(mean, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(first.get_layer(layer).get_weights()[0],
+                           second.get_layer(layer).get_weights()[0])
+    full = keras.saving.load_model(run / "model.keras")
+    for a, b in zip(full.get_layer("encoder").get_weights(),
+                    averaged.get_layer("encoder").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    bad = subprocess.run([sys.executable, script, str(run), "--out", str(out) + ".2",
+                          "--checkpoints", str(files[0]), str(run / "nothing.keras")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nothing.keras: no such file" in bad.stderr
+    assert not Path(str(out) + ".2").exists()
+
+
 @pytest.mark.slow
 def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights, tmp_path):
     """A tiny stage-1 run on 16 real Flickr8k photos (a Karpathy file naming them in place),
@@ -194,6 +229,7 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     first = run_module("ecgcap.train_caption", *common, "--epochs", "1", env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     report = json.loads((runs / "tiny" / "report.json").read_text())
+    shutil.copy(runs / "tiny" / "checkpoint.keras", tmp_path / "epoch1.keras")
     assert report["images"] == {"train": 12, "val": 4}
     assert report["captions"]["train"] == sum(len(e["sentences"]) for e in entries[:12])
     assert report["stage1_val"]["same_caption_as_feature_model"] >= 4 * 0.9
@@ -202,6 +238,9 @@ def test_train_resume_caption_and_attention_on_real_photos(flickr8k_dir, weights
     resumed = json.loads((runs / "tiny" / "report.json").read_text())
     assert resumed["epochs_run"] == 2
     assert resumed["history"]["loss"][:1] == report["history"]["loss"]
+    _check_checkpoint_average(runs / "tiny", [tmp_path / "epoch1.keras",
+                                              runs / "tiny" / "checkpoint.keras"],
+                              tmp_path / "averaged.keras")
 
     tuned = run_module("ecgcap.train_caption", *common, "--epochs", "2", "--resume",
                        "--fine-tune-blocks", "1", "--fine-tune-epochs", "1", env=env)
