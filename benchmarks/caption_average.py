@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", type=Path, nargs="+", metavar="FILE",
                         help="stage-1 checkpoints of that run to average (default: its "
                              "best.keras and checkpoint.keras)")
+    parser.add_argument("--length-penalty", type=float, default=None, metavar="X",
+                        help="store X as the model's beam-search length penalty, the default "
+                             "of caption and evaluate_caption (chosen on the selection split)")
     args = parser.parse_args(argv)
     files = args.checkpoints or [args.run / "best.keras", args.run / "checkpoint.keras"]
     if len(files) < 2:
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             full.get_layer(layer.name).set_weights(
                 [sum(arrays) / len(arrays) for arrays in zip(*weights, strict=True)])
     info = {**info, "averaged": {"checkpoints": [str(f) for f in files]}}
+    if args.length_penalty is not None:
+        info["length_penalty"] = args.length_penalty
     save_model(full, args.out, info)
     print(f"{args.out}: the mean decoder weights of {len(files)} checkpoints "
           f"({', '.join(map(str, files))})")

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--no-repeat", type=int, default=3, metavar="N",
                         help="no caption repeats one of its own N-grams (0: off)")
+    parser.add_argument("--length-penalty", type=float, default=None, metavar="X",
+                        help="beam search's length normalisation (default: the model's own)")
     parser.add_argument("--no-meteor", action="store_true")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None, help="also write the scores to this file")
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ecgcap.captioning.api import evaluate_captioner
+    from ecgcap.captioning.decoding import model_length_penalty
     from ecgcap.captioning.evaluation import format_scores
     from ecgcap.captioning.inference import load_captioner
     from ecgcap.runtime.device import configure_device
@@ -59,12 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     split = SPLIT[dataset]
     extra = [d for d in info.get("datasets", []) if d != dataset]
     t = time.perf_counter()
+    penalty = model_length_penalty(info) if args.length_penalty is None \
+        else args.length_penalty
     result = evaluate_captioner(model, dataset, split, beam=args.beam,
-                                no_repeat_ngram=args.no_repeat, data_dir=args.data_dir,
+                                no_repeat_ngram=args.no_repeat, length_penalty=penalty,
+                                data_dir=args.data_dir,
                                 meteor=not args.no_meteor, train_datasets=extra, report=print)
     scores = result["scores"]
     print(f"\n{dataset} {split}: {len(result['images'])} images, scored in "
-          f"{time.perf_counter() - t:.0f} s; fixed caption: {result['fixed_caption']!r}; "
+          f"{time.perf_counter() - t:.0f} s; length penalty {penalty:g}; fixed caption: "
+          f"{result['fixed_caption']!r}; "
           f"nearest neighbour over {dataset}{''.join('+' + d for d in extra)} train\n")
     print(format_scores(scores))
     beam = scores[f"beam {args.beam}"]

@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ecgcap.runtime.cli import make_parser, ngram_size, positive_int, run
+from ecgcap.runtime.cli import length_penalty, make_parser, ngram_size, positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam", type=positive_int, default=3, help="beam width (1 = greedy)")
     parser.add_argument("--no-repeat", type=ngram_size, default=3, metavar="N",
                         help="never repeat one of the caption's own N-grams (default 3; 0: off)")
+    parser.add_argument("--length-penalty", type=length_penalty, default=None, metavar="X",
+                        help="beam search divides a caption's log-probability by its length to "
+                             "the power X (default: the model's own; 1.0 unless its file names "
+                             "another; 0: none)")
     parser.add_argument("--attention", metavar="OUT.png", default=None,
                         help="with one image: draw where the model looked for each word "
                              "(models with soft attention over a feature grid)")

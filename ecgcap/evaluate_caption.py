@@ -13,7 +13,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ecgcap.runtime.cli import make_parser, ngram_size, positive_int, run, say, setup_runtime
+from ecgcap.runtime.cli import (
+    length_penalty,
+    make_parser,
+    ngram_size,
+    positive_int,
+    run,
+    say,
+    setup_runtime,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="beam width scored beside greedy")
     parser.add_argument("--no-repeat", type=ngram_size, default=3, metavar="N",
                         help="no caption repeats one of its own N-grams (default 3; 0: off)")
+    parser.add_argument("--length-penalty", type=length_penalty, default=None, metavar="X",
+                        help="beam search's length normalisation (default: the model's own; "
+                             "1.0 unless its file names another)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="score only the first N images")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (Java, slow)")

@@ -19,6 +19,17 @@ def _one_line(result, expected_end: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("module", ["ecgcap.caption", "ecgcap.evaluate_caption"])
+def test_bad_decoding_options_are_one_line(module):
+    image = [str(EXAMPLE)] if module == "ecgcap.caption" else []
+    _one_line(run_module(module, *image, "--length-penalty", "-1"),
+              "argument --length-penalty: '-1' must be a number >= 0 (see --help)")
+    _one_line(run_module(module, *image, "--length-penalty", "long"),
+              "argument --length-penalty: 'long' is not a number (see --help)")
+    _one_line(run_module(module, *image, "--no-repeat", "1"),
+              "argument --no-repeat: '1' must be 0 (off) or 2 or more (see --help)")
+
+
 def test_bad_models_are_refused(tmp_path):
     _one_line(run_module("ecgcap.caption", str(EXAMPLE), "--model", str(tmp_path / "no.keras")),
               f"{tmp_path / 'no.keras'}: no such model file")

@@ -47,7 +47,7 @@ def test_export_round_trip_matches_keras_step_by_step(tiny):
     assert is_current(folder, tiny)
     contract = read_contract(folder)
     assert contract["vocabulary"] == VOCAB and contract["image_size"] == 64
-    assert contract["max_length"] == 8
+    assert contract["max_length"] == 8 and contract["length_penalty"] == 1.0
     assert [x[0] for x in contract["functions"]["step"]["inputs"]][:1] == ["token"]
     assert sorted(p.name for p in folder.iterdir()) == ["contract.json", "encode.tflite",
                                                         "init.tflite", "step.tflite"]
@@ -166,7 +166,9 @@ def test_shipped_photo_model_same_captions_on_litert_and_keras(flickr8k_dir):
     lite, info = load_caption_decoder("photo")
     images = load_images(val.paths()[:8], lite.image_size)
     assert info["runtime"] == "litert"
-    keras_decoder, _ = load_caption_decoder("photo", runtime="keras")
+    keras_decoder, keras_info = load_caption_decoder("photo", runtime="keras")
+    # the length penalty chosen on dev travels in the .keras file's info and the contract
+    assert lite.length_penalty == keras_decoder.length_penalty == keras_info["length_penalty"]
     for beam in (1, 3):
         assert lite.caption(images, beam=beam) == keras_decoder.caption(images, beam=beam)
     words = lite.decode(images[:1], beam=3)[0]

@@ -213,6 +213,36 @@ def test_no_repeat_ngram_forbids_a_caption_its_own_ngrams(beam):
         decoder.decode(images, no_repeat_ngram=1)
 
 
+def test_length_penalty_is_the_decoders_default_and_a_model_file_names_its_own(tmp_path):
+    import keras
+
+    from ecgcap.captioning.inference import caption_files, load_caption_decoder
+
+    keras.utils.set_random_seed(5)
+    model = build_captioner(VOCAB, attention=True, **SMALL)
+    kernel, bias = model.get_layer("word_logits").get_weights()
+    bias[VOCAB.index("<end>")] = 1.0  # short and long hypotheses compete in the beam
+    model.get_layer("word_logits").set_weights([kernel, bias])
+    images = _images(12, 7)
+    by_penalty = {p: CaptionDecoder(model).decode(images, beam=3, length_penalty=p)
+                  for p in (0.0, 0.75, 3.0)}
+    assert by_penalty[0.0] != by_penalty[3.0]  # the penalty changes which beam wins
+    for p, ids in by_penalty.items():
+        assert CaptionDecoder(model, length_penalty=p).decode(images, beam=3) == ids
+    with pytest.raises(ValueError, match="length_penalty"):
+        CaptionDecoder(model, length_penalty=-0.5)
+    # a model file's info names its default; caption_files uses it unless told otherwise
+    path = tmp_path / "m.keras"
+    save_model(model, path, {"kind": "caption", "length_penalty": 3.0})
+    decoder, info = load_caption_decoder(path, runtime="keras")
+    assert decoder.length_penalty == 3.0 == info["length_penalty"]
+    plain = tmp_path / "plain.keras"
+    save_model(model, plain, {"kind": "caption"})
+    assert load_caption_decoder(plain, runtime="keras")[0].length_penalty == 1.0
+    with pytest.raises(EcgcapError, match="--length-penalty -1"):
+        caption_files([tmp_path / "none.png"], decoder, length_penalty=-1)
+
+
 def test_teacher_forcing_gap_measures_the_model_it_is_given():
     import keras
 

@@ -52,7 +52,8 @@ def caption_command(args: argparse.Namespace, out: TextIO) -> int:
         print(f"python -m ecgcap.caption: error: {exc}", file=sys.stderr)
 
     results = caption_files(args.images, decoder, beam=args.beam, on_error=report,
-                            attention=args.attention, no_repeat_ngram=args.no_repeat)
+                            attention=args.attention, no_repeat_ngram=args.no_repeat,
+                            length_penalty=args.length_penalty)
     if args.json:
         json.dump([{"image": str(p), "caption": c} for p, c in results], out, indent=2)
         out.write("\n")

@@ -120,7 +120,8 @@ def format_training(report: dict[str, Any]) -> str:
 
 
 def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", *, beam: int = 3,
-                       no_repeat_ngram: int = 3, data_dir: str | None = None,
+                       no_repeat_ngram: int = 3, length_penalty: float = 1.0,
+                       data_dir: str | None = None,
                        image_dir: str | None = None,
                        limit: int | None = None, meteor: bool = True,
                        train_datasets: Sequence[str] = (), neighbours: int = 10,
@@ -154,7 +155,7 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
         from ecgcap.runtime.errors import EcgcapError
 
         raise EcgcapError(f"no usable {split} images", input=dataset)
-    decoder = CaptionDecoder(model)
+    decoder = CaptionDecoder(model, length_penalty=length_penalty)
     images = load_images(data.paths(), decoder.image_size)
     captions = {"greedy": decoder.caption(images, beam=1, no_repeat_ngram=no_repeat_ngram),
                 f"beam {beam}": decoder.caption(images, beam=beam,
@@ -185,13 +186,14 @@ def evaluate_captioner(model: Any, dataset: str = "rsicd", split: str = "test", 
     scores = {name: score_captions(data.captions, caps, meteor=meteor)
               for name, caps in captions.items()}
     return {"dataset": dataset, "split": split, "beam": beam,
-            "no_repeat_ngram": no_repeat_ngram, "scores": scores,
+            "no_repeat_ngram": no_repeat_ngram, "length_penalty": length_penalty, "scores": scores,
             "fixed_caption": fixed, "images": data.images, "captions": captions,
             "references": data.captions, "_pixels": images}
 
 
 def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Run ``evaluate_caption``: score, then write scores, captions and the HTML sheet."""
+    from ecgcap.captioning.decoding import model_length_penalty
     from ecgcap.captioning.evaluation import caption_sheet
     from ecgcap.captioning.inference import load_captioner
     from ecgcap.runtime.files import atomic_write_json
@@ -199,8 +201,10 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     out = Path(args.out or f"runs/eval-{Path(args.dataset).stem}-{args.split}")
     make_run_dir(out.name, out.parent, overwrite=args.overwrite, check_only=True)  # fail first
     model, info = load_captioner(args.model or ("rsicd" if args.dataset == "rsicd" else "photo"))
+    penalty = model_length_penalty(info) if args.length_penalty is None \
+        else args.length_penalty
     result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
-                                no_repeat_ngram=args.no_repeat,
+                                no_repeat_ngram=args.no_repeat, length_penalty=penalty,
                                 data_dir=args.data_dir, image_dir=args.image_dir,
                                 limit=args.limit, meteor=not args.no_meteor,
                                 train_datasets=[d for d in info.get("datasets", [])
@@ -214,7 +218,8 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         result["teacher_forcing"] = teacher_forcing_gap(model, pixels, result["references"])
         atomic_write_json(out_dir / "teacher_forcing.json", result["teacher_forcing"])
     atomic_write_json(out_dir / "scores.json", {k: result[k] for k in (
-        "dataset", "split", "beam", "no_repeat_ngram", "scores", "fixed_caption")} | {"model": str(
+        "dataset", "split", "beam", "no_repeat_ngram", "length_penalty", "scores",
+        "fixed_caption")} | {"model": str(
             args.model or "shipped"), "images": len(result["images"])})
     atomic_write_json(out_dir / "captions.json", [
         {"image": name, **{k: v[i] for k, v in result["captions"].items()},

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 
 _NEVER = (PAD, UNK, START)  # tokens a decoder never emits
 NO_REPEAT_NGRAM = 3  # the commands' default: no caption repeats one of its own trigrams
+LENGTH_PENALTY = 1.0  # beam search's default length normalisation (a model file may name its own)
+
+
+def model_length_penalty(info: dict[str, Any]) -> float:
+    """The length penalty a captioner file's ``info`` names as its decoding default (chosen on
+    its selection split, as a Hugging Face ``generation_config`` does), else
+    :data:`LENGTH_PENALTY`."""
+    return float(info.get("length_penalty", LENGTH_PENALTY))
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -61,10 +69,15 @@ class CaptionDecoder:
     ['many buildings and green trees are around a playground']
     """
 
-    def __init__(self, captioner: keras.Model | Any, *, batch_size: int = 256):
+    def __init__(self, captioner: keras.Model | Any, *, batch_size: int = 256,
+                 length_penalty: float = LENGTH_PENALTY):
         """``captioner``: a Keras captioner, or decoding parts already made (its
         :func:`~ecgcap.captioning.models.decoder_parts`, or an exported captioner's
-        :func:`~ecgcap.captioning.litert.load_captioner_litert`)."""
+        :func:`~ecgcap.captioning.litert.load_captioner_litert`). ``length_penalty``: the
+        default of :meth:`decode` (:func:`model_length_penalty` reads a model file's)."""
+        if length_penalty < 0:
+            raise ValueError(f"length_penalty must be 0 or more, got {length_penalty}")
+        self.length_penalty = float(length_penalty)
         if hasattr(captioner, "step") and hasattr(captioner, "vocabulary"):
             self.parts: DecoderParts = captioner
         else:
@@ -141,15 +154,19 @@ class CaptionDecoder:
         best = np.argmax(normalised, axis=1)
         return [seqs[i, best[i]].tolist() for i in range(n)]
 
-    def decode(self, images: np.ndarray, *, beam: int = 1, length_penalty: float = 1.0,
+    def decode(self, images: np.ndarray, *, beam: int = 1, length_penalty: float | None = None,
                no_repeat_ngram: int = 0) -> list[list[int]]:
         """Token ids of each image's caption (``beam=1``: greedy). Length normalisation divides a
-        hypothesis's log-probability by its length (with ``<end>``) to the ``length_penalty``.
+        hypothesis's log-probability by its length (with ``<end>``) to the ``length_penalty``
+        (``None``: the decoder's default; 0: no normalisation).
         ``no_repeat_ngram=n`` (n >= 2) never lets a caption repeat one of its own n-grams
         ("in the snow in the snow" with n=3), as ``no_repeat_ngram_size`` in Hugging Face's
         ``generate``; 0 turns the rule off."""
         if beam < 1:
             raise ValueError(f"beam must be 1 or more, got {beam}")
+        length_penalty = self.length_penalty if length_penalty is None else length_penalty
+        if length_penalty < 0:
+            raise ValueError(f"length_penalty must be 0 or more, got {length_penalty}")
         if no_repeat_ngram != 0 and no_repeat_ngram < 2:
             raise ValueError(f"no_repeat_ngram must be 0 (off) or 2 or more, got {no_repeat_ngram}")
         out: list[list[int]] = []
@@ -184,7 +201,7 @@ class CaptionDecoder:
         stacked = np.stack(alphas, 1) if alphas else np.zeros((len(images), 0, fmap.shape[1]))
         return [stacked[i, :n] for i, n in enumerate(lengths)]
 
-    def caption(self, images: np.ndarray, *, beam: int = 1, length_penalty: float = 1.0,
+    def caption(self, images: np.ndarray, *, beam: int = 1, length_penalty: float | None = None,
                 no_repeat_ngram: int = 0) -> list[str]:
         """One caption (words joined by spaces) per image."""
         return [self.vocabulary.decode(ids)

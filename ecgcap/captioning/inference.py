@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgcap.captioning.decoding import NO_REPEAT_NGRAM, CaptionDecoder
+from ecgcap.captioning.decoding import NO_REPEAT_NGRAM, CaptionDecoder, model_length_penalty
 from ecgcap.captioning.images import find_images, load_image
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.modelfile import load_model, read_info
@@ -83,7 +83,9 @@ def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str
             raise EcgcapError("a LiteRT folder; --runtime keras needs a .keras file",
                               input=str(path))
         parts = litert.load_captioner_litert(path)
-        return CaptionDecoder(parts, batch_size=batch_size), {**parts.info, "runtime": "litert"}
+        return (CaptionDecoder(parts, batch_size=batch_size,
+                               length_penalty=model_length_penalty(parts.info)),
+                {**parts.info, "runtime": "litert"})
     if not path.is_file():
         raise EcgcapError("no such model file", input=str(path))
     folder = litert.litert_folder(path)
@@ -91,7 +93,8 @@ def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str
     if runtime != "keras" and folder.is_dir() and litert.is_current(folder, path):
         try:
             parts = litert.load_captioner_litert(folder)
-            return (CaptionDecoder(parts, batch_size=batch_size),
+            return (CaptionDecoder(parts, batch_size=batch_size,
+                                   length_penalty=model_length_penalty(parts.info)),
                     {**parts.info, "runtime": "litert"})
         except (EcgcapError, ImportError) as exc:
             if runtime == "litert":
@@ -104,11 +107,12 @@ def load_caption_decoder(model: str | os.PathLike | None = None, *, runtime: str
     info = {**info, "runtime": "keras"}
     if skipped:
         info["litert_skipped"] = skipped
-    return CaptionDecoder(keras_model, batch_size=batch_size), info
+    return (CaptionDecoder(keras_model, batch_size=batch_size,
+                           length_penalty=model_length_penalty(info)), info)
 
 
 def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int = 3,
-                  batch_size: int = 64, length_penalty: float = 1.0,
+                  batch_size: int = 64, length_penalty: float | None = None,
                   no_repeat_ngram: int = NO_REPEAT_NGRAM,
                   on_error: Callable[[EcgcapError], None] | None = None,
                   attention: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
@@ -119,11 +123,15 @@ def caption_files(paths: Sequence[str | os.PathLike], model: Any, *, beam: int =
     images of the same call still get their captions. ``attention``: a PNG path where, for a
     single image, the figure of where the model looked for each word is written.
     ``no_repeat_ngram``: no caption repeats one of its own n-grams (0: no such rule).
+    ``length_penalty``: beam search's length normalisation (``None``: the decoder's default,
+    the model file's own when loaded by :func:`load_caption_decoder`).
     """
     if beam < 1:
         raise EcgcapError("must be 1 or more", input=f"--beam {beam}")
     if no_repeat_ngram == 1 or no_repeat_ngram < 0:
         raise EcgcapError("must be 0 (off) or 2 or more", input=f"--no-repeat {no_repeat_ngram}")
+    if length_penalty is not None and length_penalty < 0:
+        raise EcgcapError("must be 0 or more", input=f"--length-penalty {length_penalty}")
     if isinstance(model, CaptionDecoder):
         decoder = copy.copy(model)  # the caller's decoder keeps its own batch size
         decoder.batch_size = max(batch_size * beam, 1)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgcap.captioning.decoding import model_length_penalty
 from ecgcap.runtime.errors import EcgcapError
 from ecgcap.runtime.files import atomic_write_json
 
@@ -118,7 +119,7 @@ def export_captioner(keras_path: str | os.PathLike, out: str | os.PathLike | Non
             "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
             "vocabulary": list(parts.vocabulary),
             "dataset": info.get("dataset"), "describes": info.get("describes"),
-            "functions": {}}
+            "length_penalty": model_length_penalty(info), "functions": {}}
         for name, fn_model in functions.items():
             try:
                 flatbuffer = _convert(fn_model)
@@ -257,6 +258,7 @@ def load_captioner_litert(folder: str | os.PathLike, *, threads: int | None = No
                            returns_attention=bool(contract["returns_attention"]),
                            image_size=int(contract["image_size"]),
                            info={"dataset": contract.get("dataset"),
-                                 "describes": contract.get("describes")})
+                                 "describes": contract.get("describes"),
+                                 "length_penalty": model_length_penalty(contract)})
     except (KeyError, TypeError) as exc:
         raise EcgcapError(f"contract.json lacks {exc}", input=str(folder / CONTRACT)) from None

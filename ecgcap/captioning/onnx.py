@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgcap.captioning.decoding import model_length_penalty
 from ecgcap.captioning.litert import (
     CONTRACT,
     FORMAT_VERSION,
@@ -178,6 +179,7 @@ def export_captioner_onnx(keras_path: str | os.PathLike, out: str | os.PathLike 
             "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
             "vocabulary": list(parts.vocabulary),
             "dataset": info.get("dataset"), "describes": info.get("describes"),
+            "length_penalty": model_length_penalty(info),
             "checked_max_abs_difference": diff,
             "functions": {}}
         for name, fn_model in functions.items():

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgcap.captioning.decoding import model_length_penalty
 from ecgcap.captioning.litert import (
     CONTRACT,
     FORMAT_VERSION,
@@ -144,6 +145,7 @@ def export_captioner_saved_model(keras_path: str | os.PathLike,
             "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
             "vocabulary": list(parts.vocabulary),
             "dataset": info.get("dataset"), "describes": info.get("describes"),
+            "length_penalty": model_length_penalty(info),
             "call": "tf.saved_model.load(FOLDER).signatures[NAME](in0=..., in1=...) -> "
                     "{'out0': ..., ...}; NAME is encode, init or step",
             "checked_max_abs_difference": diff,

@@ -47,6 +47,17 @@ class DefaultsOnceFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def length_penalty(text: str) -> float:
+    """argparse type: a length penalty, a number >= 0 (``--length-penalty``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
 def ngram_size(text: str) -> int:
     """argparse type: 0 (off) or an n-gram size >= 2 (``--no-repeat``)."""
     try:
