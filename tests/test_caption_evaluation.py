@@ -61,3 +61,39 @@ def test_nearest_neighbour_returns_the_consensus_caption_of_the_closest_image():
         "an airport", "a beach", "a river"]
     assert consensus_caption(["b c", "a", "b c"]) == "b c"
     assert consensus_caption(["x y", "z"]) == "x y"  # a tie goes to the first
+
+
+def test_length_penalty_script_chooses_on_dev_and_writes_the_model(flickr8k_dir, tmp_path):
+    """``benchmarks/caption_length_penalty.py`` on real Flickr8k dev photos with a small
+    untrained photo captioner: a row per penalty, the best CIDEr written into the new file's
+    info, the weights unchanged."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ecgcap.captioning.inference import load_caption_decoder, load_captioner
+    from ecgcap.captioning.models import build_captioner
+    from ecgcap.captioning.text import SPECIALS
+    from ecgcap.runtime.modelfile import read_info, save_model
+
+    vocab = [*SPECIALS, *"a dog man in the water is on grass running".split()]
+    model = build_captioner(vocab, image_size=32, max_length=8, encoder_filters=(4,),
+                            code_dim=8, embed_dim=4, units=8, attention=True)
+    source = tmp_path / "small.keras"
+    save_model(model, source, {"kind": "caption", "dataset": "flickr8k"})
+    out = tmp_path / "chosen.keras"
+    script = Path(__file__).parents[1] / "benchmarks" / "caption_length_penalty.py"
+    done = subprocess.run([sys.executable, str(script), "--model", str(source), "--data-dir",
+                           str(flickr8k_dir.parent), "--penalties", "0", "2", "--write",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines()
+            if line.split() and line.split()[0] in ("0", "2")]
+    assert len(rows) == 2
+    best = max(rows, key=lambda r: float(r[2]))[0]
+    assert read_info(out)["length_penalty"] == float(best)
+    assert f"best CIDEr: length penalty {best}" in done.stdout
+    decoder, _ = load_caption_decoder(out, runtime="keras")
+    assert decoder.length_penalty == float(best)
+    for a, b in zip(model.get_weights(), load_captioner(out)[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
