@@ -97,6 +97,7 @@ def test_train_resume_caption_evaluate(karpathy, tmp_path):
         assert row in scored.stdout
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["images"] == 9 and 0 <= scores["scores"]["greedy"]["CIDEr"] < 10
+    assert scores["length_penalty"] == 1.0 and scores["no_repeat_ngram"] == 3  # the defaults
     assert (tmp_path / "eval" / "sheet.html").read_text().count("<img") == 9
     gap = json.loads((tmp_path / "eval" / "teacher_forcing.json").read_text())
     assert gap["images"] == 9 and "free-running" in scored.stdout
