@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
     from ecgcap.captioning.datasets import load_captions
-    from ecgcap.captioning.decoding import NO_REPEAT_NGRAM, CaptionDecoder, greedy_with_predict
+    from ecgcap.captioning.decoding import (
+        NO_REPEAT_NGRAM,
+        CaptionDecoder,
+        greedy_with_predict,
+        model_length_penalty,
+    )
     from ecgcap.captioning.images import load_images
     from ecgcap.captioning.inference import load_caption_decoder, load_captioner
     from ecgcap.runtime.device import configure_device
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(configure_device("cpu"))
     model, info = load_captioner(args.model)
-    decoder = CaptionDecoder(model)
+    decoder = CaptionDecoder(model, length_penalty=model_length_penalty(info))
     dataset = info.get("dataset", "rsicd")
     val = load_captions(dataset, "val", data_dir=args.data_dir, report=lambda line: None)
     paths = val.paths()[:args.images]
