@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model, info = load_captioner(args.model)
     if info.get("dataset") == "rsicd":
-        _, split = load_splits(CaptionTrainConfig(dataset="rsicd", val_holdout=0.05, seed=0),
-                               data_dir=args.data_dir)
+        # train_caption's default hold-out and seed, as the shipped model's run used
+        _, split = load_splits(CaptionTrainConfig(dataset="rsicd"), data_dir=args.data_dir)
         name = "RSICD selection set (val + 5% of train held out)"
     else:
         split = load_captions("flickr8k", "val", data_dir=args.data_dir)

@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     split = SPLIT[dataset]
     extra = [d for d in info.get("datasets", []) if d != dataset]
     t = time.perf_counter()
-    penalty = model_length_penalty(info) if args.length_penalty is None \
-        else args.length_penalty
+    penalty = model_length_penalty(info, args.length_penalty)
     result = evaluate_captioner(model, dataset, split, beam=args.beam,
                                 no_repeat_ngram=args.no_repeat, length_penalty=penalty,
                                 data_dir=args.data_dir,

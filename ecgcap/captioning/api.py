@@ -201,10 +201,9 @@ def evaluate_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     out = Path(args.out or f"runs/eval-{Path(args.dataset).stem}-{args.split}")
     make_run_dir(out.name, out.parent, overwrite=args.overwrite, check_only=True)  # fail first
     model, info = load_captioner(args.model or ("rsicd" if args.dataset == "rsicd" else "photo"))
-    penalty = model_length_penalty(info) if args.length_penalty is None \
-        else args.length_penalty
     result = evaluate_captioner(model, args.dataset, args.split, beam=args.beam,
-                                no_repeat_ngram=args.no_repeat, length_penalty=penalty,
+                                no_repeat_ngram=args.no_repeat,
+                                length_penalty=model_length_penalty(info, args.length_penalty),
                                 data_dir=args.data_dir, image_dir=args.image_dir,
                                 limit=args.limit, meteor=not args.no_meteor,
                                 train_datasets=[d for d in info.get("datasets", [])

@@ -29,10 +29,12 @@ NO_REPEAT_NGRAM = 3  # the commands' default: no caption repeats one of its own 
 LENGTH_PENALTY = 1.0  # beam search's default length normalisation (a model file may name its own)
 
 
-def model_length_penalty(info: dict[str, Any]) -> float:
-    """The length penalty a captioner file's ``info`` names as its decoding default (chosen on
-    its selection split, as a Hugging Face ``generation_config`` does), else
-    :data:`LENGTH_PENALTY`."""
+def model_length_penalty(info: dict[str, Any], override: float | None = None) -> float:
+    """``override`` when given (``--length-penalty``), else the length penalty a captioner
+    file's ``info`` names as its decoding default (chosen on its selection split, as a Hugging
+    Face ``generation_config`` does), else :data:`LENGTH_PENALTY`."""
+    if override is not None:
+        return float(override)
     return float(info.get("length_penalty", LENGTH_PENALTY))
 
 
