@@ -14,7 +14,8 @@ from conftest import real_dataset, run_watching_imports
 VOCAB = ["<pad>", "<unk>", "<start>", "<end>", "a", "dog", "runs", "on", "grass"]
 SMALL = {"image_size": 64, "max_length": 8, "units": 12, "embed_dim": 6, "feature_dim": 10,
          "attention_units": 7}
-INFO = {"kind": "caption", "dataset": "flickr8k", "image_size": 64, "max_length": 8}
+INFO = {"kind": "caption", "dataset": "flickr8k", "image_size": 64, "max_length": 8,
+        "length_penalty": 0.5}  # not the default 1.0: every export must carry it
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_export_round_trip_matches_keras_step_by_step(tiny):
     assert is_current(folder, tiny)
     contract = read_contract(folder)
     assert contract["vocabulary"] == VOCAB and contract["image_size"] == 64
-    assert contract["max_length"] == 8 and contract["length_penalty"] == 1.0
+    assert contract["max_length"] == 8 and contract["length_penalty"] == 0.5
     assert [x[0] for x in contract["functions"]["step"]["inputs"]][:1] == ["token"]
     assert sorted(p.name for p in folder.iterdir()) == ["contract.json", "encode.tflite",
                                                         "init.tflite", "step.tflite"]
@@ -230,6 +231,7 @@ def _same_steps_and_captions(parts, tiny: Path, images: np.ndarray) -> None:
         tokens = out[0].argmax(-1).astype(np.int32)[:, None]
     assert (CaptionDecoder(parts).caption(images, beam=1)
             == CaptionDecoder(keras_parts).caption(images, beam=1))
+    assert parts.info == {"dataset": "flickr8k", "describes": None, "length_penalty": 0.5}
 
 
 def test_saved_model_export_answers_as_keras_on_real_photos(tiny, flickr8k_dir, tmp_path):

@@ -59,18 +59,93 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _convert(model: Any) -> bytes:
-    """A Keras functional model -> a float32 ``.tflite`` flatbuffer whose batch size varies."""
+def input_signature(model: Any) -> list[Any]:
+    """``tf.TensorSpec``s of a Keras model's inputs, named ``in0, in1, ...``, batch size free."""
     import tensorflow as tf
 
-    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"in{i}")
-             for i, t in enumerate(model.inputs)]
+    return [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"in{i}")
+            for i, t in enumerate(model.inputs)]
 
-    @tf.function(input_signature=specs)
+
+def endpoint(model: Any) -> Any:
+    """``model`` as a function of positional tensors returning ``{"out0": ..., ...}``: what
+    every export (LiteRT, SavedModel, ONNX) traces."""
+
     def fn(*xs):
         out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
         out = list(out) if isinstance(out, (list, tuple)) else [out]
         return {f"out{i}": o for i, o in enumerate(out)}
+
+    return fn
+
+
+def contract_header(fmt: str, keras_path: Path, parts: Any, info: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The fields every export's ``contract.json`` shares: the format, the source file and its
+    sha256, the pixel contract, the vocabulary and tokens, and the decoding defaults."""
+    return {
+        "format": fmt, "version": FORMAT_VERSION,
+        "source": keras_path.name, "source_sha256": sha256_file(keras_path),
+        "image_size": int(parts.encoder.inputs[0].shape[1]),
+        "pixels": "RGB, 0-255 as float32, (N, S, S, 3); the model scales them itself",
+        "max_length": parts.max_length, "attention": parts.attention,
+        "returns_attention": parts.returns_attention,
+        "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
+        "vocabulary": list(parts.vocabulary),
+        "dataset": info.get("dataset"), "describes": info.get("describes"),
+        "length_penalty": model_length_penalty(info)}
+
+
+def make_temp_folder(folder: Path) -> Path:
+    """An empty folder beside ``folder`` (readable as the umask allows), to build an export
+    in before :func:`replace_folder` puts it in place."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent
+                                if folder.parent.is_dir() else None))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
+    return tmp
+
+
+def replace_folder(built: Path, folder: Path) -> None:
+    """Rename the finished export ``built`` to ``folder``; an earlier export there (checked by
+    :func:`_check_out`) is moved aside first and then removed."""
+    import shutil
+    import tempfile
+
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        folder.rename(old / folder.name)
+    built.rename(folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def parts_from_contract(contract: dict[str, Any], functions: list[Any], source: Path
+                        ) -> LiteRTParts:
+    """``LiteRTParts`` of loaded ``encode, init, step`` functions, the rest from ``contract``
+    (``EcgcapError`` naming ``source`` when a field is missing)."""
+    try:
+        return LiteRTParts(*functions, vocabulary=list(contract["vocabulary"]),
+                           max_length=int(contract["max_length"]),
+                           attention=bool(contract["attention"]),
+                           returns_attention=bool(contract["returns_attention"]),
+                           image_size=int(contract["image_size"]),
+                           info={"dataset": contract.get("dataset"),
+                                 "describes": contract.get("describes"),
+                                 "length_penalty": model_length_penalty(contract)})
+    except (KeyError, TypeError) as exc:
+        raise EcgcapError(f"contract.json lacks {exc}", input=str(source)) from None
+
+
+def _convert(model: Any) -> bytes:
+    """A Keras functional model -> a float32 ``.tflite`` flatbuffer whose batch size varies."""
+    import tensorflow as tf
+
+    fn = tf.function(endpoint(model), input_signature=input_signature(model))
 
     holder = tf.Module()  # tracks the variables, so that the converter freezes them
     holder.variables_ = [getattr(v, "value", v) for v in model.weights]
@@ -92,7 +167,6 @@ def export_captioner(keras_path: str | os.PathLike, out: str | os.PathLike | Non
     """Export the captioner in ``keras_path`` to a LiteRT folder (default
     :func:`litert_folder`); returns the folder. The folder is written whole or not at all."""
     import shutil
-    import tempfile
 
     from ecgcap.captioning.inference import load_captioner
     from ecgcap.captioning.models import decoder_parts
@@ -103,23 +177,10 @@ def export_captioner(keras_path: str | os.PathLike, out: str | os.PathLike | Non
     model, info = load_captioner(keras_path)
     parts = decoder_parts(model)
     functions = {"encode": parts.encoder, "init": parts.init, "step": parts.step}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent
-                                if folder.parent.is_dir() else None))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
+    tmp = make_temp_folder(folder)
     try:
-        contract: dict[str, Any] = {
-            "format": "ecgcap captioner, LiteRT", "version": FORMAT_VERSION,
-            "source": keras_path.name, "source_sha256": sha256_file(keras_path),
-            "image_size": int(parts.encoder.inputs[0].shape[1]),
-            "pixels": "RGB, 0-255 as float32, (N, S, S, 3); the model scales them itself",
-            "max_length": parts.max_length, "attention": parts.attention,
-            "returns_attention": parts.returns_attention,
-            "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
-            "vocabulary": list(parts.vocabulary),
-            "dataset": info.get("dataset"), "describes": info.get("describes"),
-            "length_penalty": model_length_penalty(info), "functions": {}}
+        contract = {**contract_header("ecgcap captioner, LiteRT", keras_path, parts, info),
+                    "functions": {}}
         for name, fn_model in functions.items():
             try:
                 flatbuffer = _convert(fn_model)
@@ -133,13 +194,7 @@ def export_captioner(keras_path: str | os.PathLike, out: str | os.PathLike | Non
                 "outputs": [[t.name, [None, *t.shape[1:]], str(t.dtype)]
                             for t in fn_model.outputs]}
         atomic_write_json(tmp / CONTRACT, contract)
-        old = None
-        if folder.exists():  # an earlier export (_check_out): moved aside, then removed
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            folder.rename(old / folder.name)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -250,15 +305,8 @@ def load_captioner_litert(folder: str | os.PathLike, *, threads: int | None = No
     contract = read_contract(folder)
     n = threads or cpu_threads()
     try:
-        encode, init, step = (_Function(folder / contract["functions"][name]["file"], n)
-                              for name in FUNCTIONS)
-        return LiteRTParts(encode, init, step, vocabulary=list(contract["vocabulary"]),
-                           max_length=int(contract["max_length"]),
-                           attention=bool(contract["attention"]),
-                           returns_attention=bool(contract["returns_attention"]),
-                           image_size=int(contract["image_size"]),
-                           info={"dataset": contract.get("dataset"),
-                                 "describes": contract.get("describes"),
-                                 "length_penalty": model_length_penalty(contract)})
+        functions = [_Function(folder / contract["functions"][name]["file"], n)
+                     for name in FUNCTIONS]
     except (KeyError, TypeError) as exc:
         raise EcgcapError(f"contract.json lacks {exc}", input=str(folder / CONTRACT)) from None
+    return parts_from_contract(contract, functions, folder / CONTRACT)

@@ -16,22 +16,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecgcap.captioning.decoding import model_length_penalty
 from ecgcap.captioning.litert import (
     CONTRACT,
-    FORMAT_VERSION,
     FUNCTIONS,
     LiteRTParts,
     _check_out,
+    contract_header,
+    endpoint,
+    input_signature,
+    make_temp_folder,
     output_names,
+    parts_from_contract,
     read_contract,
+    replace_folder,
     sha256_file,
 )
 from ecgcap.runtime.errors import EcgcapError
@@ -57,20 +60,13 @@ def _convert(model: Any, source: str) -> bytes:
     except ImportError:
         raise EcgcapError(f"ONNX exports need tf2onnx and onnx ({INSTALL})",
                           input="--format onnx") from None
-    signature = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"in{i}")
-                 for i, t in enumerate(model.inputs)]
-
-    def fn(*xs):
-        out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        return {f"out{i}": o for i, o in enumerate(out)}
-
+    signature = input_signature(model)
     with warnings.catch_warnings():  # the patch's own FutureWarning about np.object
         warnings.simplefilter("ignore", FutureWarning)
         patch_tf2onnx()  # tf2onnx 1.17 still uses numpy names that numpy 2 removed
     try:
         proto, _ = tf2onnx.convert.from_function(
-            tf.function(fn, input_signature=signature), input_signature=signature)
+            tf.function(endpoint(model), input_signature=signature), input_signature=signature)
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise EcgcapError(f"its {model.name} function does not convert to ONNX ({first})",
@@ -162,24 +158,13 @@ def export_captioner_onnx(keras_path: str | os.PathLike, out: str | os.PathLike 
         data = {name: _convert(fn_model, source) for name, fn_model in functions.items()}
         diff = _check({name: _Function(d, source) for name, d in data.items()}, functions,
                       source)
-    parent = folder.parent if folder.parent.is_dir() else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
+    tmp = make_temp_folder(folder)
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
     try:
         names = output_names(parts)
         contract: dict[str, Any] = {
-            "format": FORMAT, "version": FORMAT_VERSION,
-            "source": keras_path.name, "source_sha256": sha256_file(keras_path),
-            "image_size": int(parts.encoder.inputs[0].shape[1]),
-            "pixels": "RGB, 0-255 as float32, (N, S, S, 3); the model scales them itself",
-            "max_length": parts.max_length, "attention": parts.attention,
-            "returns_attention": parts.returns_attention,
-            "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
-            "vocabulary": list(parts.vocabulary),
-            "dataset": info.get("dataset"), "describes": info.get("describes"),
-            "length_penalty": model_length_penalty(info),
+            **contract_header(FORMAT, keras_path, parts, info),
             "checked_max_abs_difference": diff,
             "functions": {}}
         for name, fn_model in functions.items():
@@ -192,13 +177,7 @@ def export_captioner_onnx(keras_path: str | os.PathLike, out: str | os.PathLike 
                             for i, t in enumerate(fn_model.outputs)]}
             (tmp / f"{name}.onnx").chmod(0o666 & ~umask)
         atomic_write_json(tmp / CONTRACT, contract)
-        old = None
-        if folder.exists():  # an earlier export (_check_out): moved aside, then removed
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            folder.rename(old / folder.name)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -213,20 +192,13 @@ def load_captioner_onnx(folder: str | os.PathLike) -> LiteRTParts:
     if contract.get("format") != FORMAT:
         raise EcgcapError(f"not an {FORMAT} export", input=str(folder / CONTRACT))
     try:
-        graphs = []
-        for name in FUNCTIONS:
-            entry = contract["functions"][name]
-            path = folder / entry["file"]
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                raise EcgcapError("missing, corrupt or changed: its sha256 is not the one "
-                                  "contract.json records", input=str(path))
-            graphs.append(_Function(path, str(path)))
-        return LiteRTParts(*graphs, vocabulary=list(contract["vocabulary"]),
-                           max_length=int(contract["max_length"]),
-                           attention=bool(contract["attention"]),
-                           returns_attention=bool(contract["returns_attention"]),
-                           image_size=int(contract["image_size"]),
-                           info={"dataset": contract.get("dataset"),
-                                 "describes": contract.get("describes")})
+        entries = [contract["functions"][name] for name in FUNCTIONS]
+        paths = [folder / entry["file"] for entry in entries]
     except (KeyError, TypeError) as exc:
         raise EcgcapError(f"contract.json lacks {exc}", input=str(folder / CONTRACT)) from None
+    for path, entry in zip(paths, entries, strict=True):
+        if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+            raise EcgcapError("missing, corrupt or changed: its sha256 is not the one "
+                              "contract.json records", input=str(path))
+    return parts_from_contract(contract, [_Function(path, str(path)) for path in paths],
+                               folder / CONTRACT)

@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecgcap.captioning.decoding import model_length_penalty
 from ecgcap.captioning.litert import (
     CONTRACT,
-    FORMAT_VERSION,
     FUNCTIONS,
     LiteRTParts,
     _check_out,
+    contract_header,
+    endpoint,
+    input_signature,
+    make_temp_folder,
     output_names,
+    parts_from_contract,
     read_contract,
+    replace_folder,
     sha256_file,
 )
 from ecgcap.runtime.errors import EcgcapError
@@ -52,24 +55,6 @@ def saved_model_folder(keras_path: str | os.PathLike) -> Path:
     it."""
     path = Path(keras_path)
     return path.with_name(path.stem + ".saved_model")
-
-
-def _signature(model: Any) -> list[Any]:
-    import tensorflow as tf
-
-    return [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"in{i}")
-            for i, t in enumerate(model.inputs)]
-
-
-def _endpoint(model: Any) -> Any:
-    """``model`` as a function of positional tensors returning ``{"out0": ..., ...}``."""
-
-    def fn(*xs):
-        out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        return {f"out{i}": o for i, o in enumerate(out)}
-
-    return fn
 
 
 def _check(folder: Path, functions: dict[str, Any], source: str) -> float:
@@ -121,8 +106,7 @@ def export_captioner_saved_model(keras_path: str | os.PathLike,
         model, info = load_captioner(keras_path)
         parts = decoder_parts(model)
     functions = {"encode": parts.encoder, "init": parts.init, "step": parts.step}
-    parent = folder.parent if folder.parent.is_dir() else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
+    tmp = make_temp_folder(folder)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -130,22 +114,14 @@ def export_captioner_saved_model(keras_path: str | os.PathLike,
         for fn_model in functions.values():
             archive.track(fn_model)
         for name, fn_model in functions.items():  # the first, encode, is serving_default too
-            archive.add_endpoint(name, _endpoint(fn_model), input_signature=_signature(fn_model))
+            archive.add_endpoint(name, endpoint(fn_model),
+                                  input_signature=input_signature(fn_model))
         with framework_quiet():
             archive.write_out(str(tmp / "model"), verbose=False)
             diff = _check(tmp / "model", functions, str(keras_path))
         names = output_names(parts)
         contract: dict[str, Any] = {
-            "format": FORMAT, "version": FORMAT_VERSION,
-            "source": keras_path.name, "source_sha256": sha256_file(keras_path),
-            "image_size": int(parts.encoder.inputs[0].shape[1]),
-            "pixels": "RGB, 0-255 as float32, (N, S, S, 3); the model scales them itself",
-            "max_length": parts.max_length, "attention": parts.attention,
-            "returns_attention": parts.returns_attention,
-            "tokens": {"pad": 0, "unk": 1, "start": 2, "end": 3},
-            "vocabulary": list(parts.vocabulary),
-            "dataset": info.get("dataset"), "describes": info.get("describes"),
-            "length_penalty": model_length_penalty(info),
+            **contract_header(FORMAT, keras_path, parts, info),
             "call": "tf.saved_model.load(FOLDER).signatures[NAME](in0=..., in1=...) -> "
                     "{'out0': ..., ...}; NAME is encode, init or step",
             "checked_max_abs_difference": diff,
@@ -161,13 +137,7 @@ def export_captioner_saved_model(keras_path: str | os.PathLike,
         atomic_write_json(tmp / "model" / CONTRACT, contract)
         for path in (tmp, *tmp.rglob("*")):  # mkdtemp and mkstemp make 0700 / 0600
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-        old = None
-        if folder.exists():  # an earlier export (_check_out): moved aside, then removed
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            folder.rename(old / folder.name)
-        (tmp / "model").rename(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp / "model", folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
@@ -219,11 +189,6 @@ def load_captioner_saved_model(folder: str | os.PathLike) -> LiteRTParts:
     if contract.get("format") != FORMAT:
         raise EcgcapError(f"not an {FORMAT} export", input=str(folder / CONTRACT))
     parts = _load_parts(folder)
-    return LiteRTParts(*(_Function(parts[name], parts["_loaded"]) for name in FUNCTIONS),
-                         vocabulary=list(contract["vocabulary"]),
-                         max_length=int(contract["max_length"]),
-                         attention=bool(contract["attention"]),
-                         returns_attention=bool(contract["returns_attention"]),
-                         image_size=int(contract["image_size"]),
-                         info={"dataset": contract.get("dataset"),
-                               "describes": contract.get("describes")})
+    return parts_from_contract(
+        contract, [_Function(parts[name], parts["_loaded"]) for name in FUNCTIONS],
+        folder / CONTRACT)
