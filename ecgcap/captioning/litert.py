@@ -30,7 +30,7 @@ import numpy as np
 
 from ecgcap.captioning.decoding import model_length_penalty
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.files import atomic_write_json, current_umask
 
 CONTRACT = "contract.json"
 FUNCTIONS = ("encode", "init", "step")
@@ -103,8 +103,7 @@ def make_temp_folder(folder: Path) -> Path:
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent
                                 if folder.parent.is_dir() else None))
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
     return tmp
 

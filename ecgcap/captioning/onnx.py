@@ -38,7 +38,7 @@ from ecgcap.captioning.litert import (
     sha256_file,
 )
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.files import atomic_write_json, current_umask
 
 FORMAT = "ecgcap captioner, ONNX"
 TOLERANCE = 1e-4  # max abs difference from Keras accepted at export (float32)
@@ -159,8 +159,7 @@ def export_captioner_onnx(keras_path: str | os.PathLike, out: str | os.PathLike 
         diff = _check({name: _Function(d, source) for name, d in data.items()}, functions,
                       source)
     tmp = make_temp_folder(folder)
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     try:
         names = output_names(parts)
         contract: dict[str, Any] = {

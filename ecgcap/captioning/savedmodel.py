@@ -44,7 +44,7 @@ from ecgcap.captioning.litert import (
     sha256_file,
 )
 from ecgcap.runtime.errors import EcgcapError
-from ecgcap.runtime.files import atomic_write_json
+from ecgcap.runtime.files import atomic_write_json, current_umask
 
 FORMAT = "ecgcap captioner, TensorFlow SavedModel"
 TOLERANCE = 1e-4  # max abs difference from Keras accepted at export (float32)
@@ -107,8 +107,7 @@ def export_captioner_saved_model(keras_path: str | os.PathLike,
         parts = decoder_parts(model)
     functions = {"encode": parts.encoder, "init": parts.init, "step": parts.step}
     tmp = make_temp_folder(folder)
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     try:
         archive = keras.export.ExportArchive()
         for fn_model in functions.values():

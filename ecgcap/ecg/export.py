@@ -38,6 +38,7 @@ import numpy as np
 
 from ecgcap.ecg.litert import FORMAT, FORMAT_VERSION, contract_path, sha256_file
 from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.files import current_umask
 from ecgcap.runtime.modelfile import read_info
 
 KINDS = {"ecg-beats": "beats", "ecg-rhythm": "rhythm"}
@@ -417,8 +418,7 @@ def _export_saved_model(model: Any, info: dict[str, Any], shapes: dict[str, tupl
     import shutil
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     old = None
     try:
@@ -538,8 +538,7 @@ def export_classifier(keras_path: str | os.PathLike, out: str | os.PathLike | No
         contract["onnx_sha256"] = ""
     digest_key = "onnx_sha256" if fmt == "onnx" else "tflite_sha256"
     target.parent.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     temps = []
     try:  # both files whole under temporary names first, then renamed into place
         for suffix in (FORMATS[fmt], ".json"):

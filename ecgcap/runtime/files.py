@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back), for giving files made by
+    ``mkstemp``/``mkdtemp`` (0600/0700) the rights a plain ``open`` would have."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -29,8 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     try:
         yield tmp
         if tmp.exists():

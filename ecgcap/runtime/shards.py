@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ecgcap.runtime.errors import EcgcapError
+from ecgcap.runtime.files import current_umask
 from ecgcap.runtime.progress import progress
 
 INDEX = "index.json"
@@ -57,7 +58,7 @@ def write_shard(folder: str | os.PathLike, name: str,
             spec[key] = {"dtype": value.dtype.str, "shape": list(value.shape[1:]),
                          "ragged": ragged}
         (tmp / INDEX).write_text(json.dumps({"count": counts.pop(), "arrays": spec}))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         try:
             os.rename(tmp, folder / name)
         except OSError:
@@ -66,12 +67,6 @@ def write_shard(folder: str | os.PathLike, name: str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder / name
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _prepare_one(fn: Callable[[Any], dict[str, np.ndarray]], folder: str, name: str,
