@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--lead-dropout", type=float, default=0.2)
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="class weights = (inverse frequency)^power, as train_ecg's")
+    parser.add_argument("--beat-encoder", default="conv", choices=("conv", "lstm"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--per-epoch", type=int, default=10, metavar="N")
     parser.add_argument("--runs-dir", default="runs/seq_cv")
@@ -60,14 +61,17 @@ def main() -> int:
     db = get_database("mitdb")
     config = SequenceTrainConfig(model=args.model, context=args.context, leads=args.leads,
                                  lead_dropout=args.lead_dropout,
-                                 class_weight_power=args.class_weight_power)
-    settings = SequenceSettings(config.context, config.leads, config.lead_dropout)
+                                 class_weight_power=args.class_weight_power,
+                                 beat_encoder=args.beat_encoder)
+    settings = SequenceSettings(config.context, config.leads, config.lead_dropout,
+                                config.beat_encoder)
     data = load_beat_leads(locate_or_download("mitdb"), db, list(MITDB_DS1), config.beats,
                            quiet=True)
     y = np.array([db.classes.index(c) for c in data["label"]])
     setting = f"{args.model}-ctx{args.context}-{args.leads}" + \
         (f"-drop{args.lead_dropout:g}" if args.leads == "both" else "") + \
-        (f"-cw{args.class_weight_power:g}" if args.class_weight_power != 0.5 else "")
+        (f"-cw{args.class_weight_power:g}" if args.class_weight_power != 0.5 else "") + \
+        ("-lstmenc" if args.beat_encoder == "lstm" else "")
     folder = Path(args.runs_dir) / setting
     folder.mkdir(parents=True, exist_ok=True)
     scores = []

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lead-dropout", type=float, default=0.2, metavar="P",
                         help="lstm-seq --leads both: share of training windows whose second "
                              "lead is dropped, so one-lead records are classified well")
+    parser.add_argument("--beat-encoder", default="conv", choices=("conv", "lstm"),
+                        help="lstm-seq: how each beat is embedded: conv blocks (default) or "
+                             "conv blocks and a recurrent layer over the beat's samples, as "
+                             "in the per-beat model")
     parser.add_argument("--split", default="inter-patient",  # mitdb only
                         choices=("inter-patient", "random-beats"),
                         help="inter-patient: de Chazal DS1 (train, with a patient-wise validation "

@@ -97,9 +97,11 @@ def test_stitching_does_not_depend_on_batch_size_or_window_offsets():
         np.testing.assert_allclose(p, probs[0], atol=1e-5)
 
 
-def test_a_record_shorter_than_a_window_is_padded_and_masked():
+@pytest.mark.parametrize("cell,encoder", [("simplernn", "conv"), ("lstm", "lstm")])
+def test_a_record_shorter_than_a_window_is_padded_and_masked(cell, encoder):
     context = 16
-    model = build_beat_sequence_classifier("simplernn", context=context, channels=2)
+    model = build_beat_sequence_classifier(cell, context=context, channels=2,
+                                           beat_encoder=encoder)
     model.get_layer("rr_norm").adapt(np.ones((4, 1, 9), np.float32))
     x = _random_beats(5)
     p = predict_beats(model, x, None, context)
@@ -110,6 +112,25 @@ def test_a_record_shorter_than_a_window_is_padded_and_masked():
     windows["beat"][0, 5:] = 7.0
     windows["rr"][0, 5:] = -3.0
     np.testing.assert_allclose(model.predict(windows, verbose=0)[0, :5], p, atol=1e-6)
+
+
+def test_lstm_beat_encoder_labels_each_beat_from_its_samples_and_saves(tmp_path):
+    """``beat_encoder="lstm"``: the per-beat model's recurrent layer runs over each beat's
+    samples inside the window; the model saves and loads in safe mode with the same outputs."""
+    context = 6
+    model = build_beat_sequence_classifier("lstm", context=context, channels=2, units=8,
+                                           embedding=8, beat_encoder="lstm")
+    encoder = model.get_layer("beat_recurrent")
+    assert isinstance(encoder, keras.layers.TimeDistributed)
+    assert encoder.output.shape == (None, context, 16)  # bidirectional, 8 units
+    model.get_layer("rr_norm").adapt(np.ones((4, 1, 9), np.float32))
+    x = _random_beats(20, seed=1)
+    p = predict_beats(model, x, None, context)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(predict_beats(loaded, x, None, context), p, atol=1e-6)
+    with pytest.raises(ValueError, match="beat_encoder"):
+        build_beat_sequence_classifier("lstm", beat_encoder="gru")
 
 
 def test_second_lead_names_and_channels_on_real_records(mitdb_dir):

@@ -199,11 +199,13 @@ def build_beat_sequence_classifier(
     units: int = 64,
     bidirectional: bool = True,
     dropout: float = 0.3,
+    beat_encoder: str = "conv",
     name: str | None = None,
 ) -> keras.Model:
     """A many-to-many classifier of consecutive beats: one label per beat, in context.
 
-    A small conv encoder (the front end of :func:`build_recurrent_classifier`, then a dense
+    A small encoder (the conv front end of :func:`build_recurrent_classifier`, with
+    ``beat_encoder="lstm"`` also its recurrent layer over the beat's samples, then a dense
     embedding) is applied to every beat of the window (``TimeDistributed``); each beat's RR
     features (and, with ``lead_flag``, whether the second lead is present) join its embedding;
     a recurrent layer (bidirectional by default) runs over the window of beats and returns
@@ -221,6 +223,9 @@ def build_beat_sequence_classifier(
     conv_filters, kernel_size, pool_size : the per-beat Conv1D + pooling blocks.
     embedding : width of a beat's embedding.
     units, bidirectional, dropout : the recurrent layer over beats and the dropout rate.
+    beat_encoder : ``"conv"`` (the conv blocks' output, flattened, embeds a beat) or
+        ``"lstm"`` (a recurrent layer of ``cell`` over those blocks' steps, as in the per-beat
+        classifier, embeds it: :func:`build_recurrent_classifier` inside the window).
 
     Returns
     -------
@@ -245,6 +250,8 @@ def build_beat_sequence_classifier(
         raise ValueError(f"context must be at least 1, got {context}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if beat_encoder not in ("conv", "lstm"):
+        raise ValueError(f"beat_encoder must be 'conv' or 'lstm', got {beat_encoder!r}")
     name = name or f"{cell}_beat_sequence"
     beat = keras.Input((context, beat_length, channels), name="beat")
     rr = keras.Input((context, rr_features), name="rr")
@@ -261,8 +268,14 @@ def build_beat_sequence_classifier(
         x = layers.Activation("relu", name=f"beat_relu{i}")(x)
         x = layers.MaxPooling2D((1, pool_size), name=f"beat_pool{i}")(x)
         length //= pool_size
-    x = layers.Reshape((context, length * (conv_filters[-1] if conv_filters else channels)),
-                       name="beat_flatten")(x)
+    if beat_encoder == "lstm":
+        encoder = CELLS[cell](units, name=f"beat_{cell}")
+        if bidirectional:
+            encoder = layers.Bidirectional(encoder, name=f"beat_bi{cell}")
+        x = layers.TimeDistributed(encoder, name="beat_recurrent")(x)
+    else:
+        x = layers.Reshape((context, length * (conv_filters[-1] if conv_filters else channels)),
+                           name="beat_flatten")(x)
     if dropout:
         x = layers.Dropout(dropout, name="beat_dropout")(x)
     x = layers.Dense(embedding, activation="relu", name="beat_embedding")(x)

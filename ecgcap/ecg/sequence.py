@@ -226,6 +226,7 @@ class SequenceSettings:
     context: int = 16
     leads: str = "mlii"
     lead_dropout: float = 0.2
+    beat_encoder: str = "conv"
 
 
 def build_sequence_model(cell: str, settings: SequenceSettings, beats: BeatConfig,
@@ -243,7 +244,7 @@ def build_sequence_model(cell: str, settings: SequenceSettings, beats: BeatConfi
         context=settings.context, beat_length=beats.length, channels=4 if both else 2,
         rr_features=beats.rr_features, lead_flag=both, classes=n_classes,
         conv_filters=conv_filters, units=units, bidirectional=bidirectional, dropout=dropout,
-        name=name)
+        beat_encoder=settings.beat_encoder, name=name)
 
 
 def compile_sequence_model(model: keras.Model, rr: np.ndarray, learning_rate: float,
@@ -274,7 +275,8 @@ def train_sequence(config: Any, db: Database, db_dir: Path, run_dir: Path, *,
     from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, fit_resumable
     from ecgcap.runtime.modelfile import load_model
 
-    settings = SequenceSettings(config.context, config.leads, config.lead_dropout)
+    settings = SequenceSettings(config.context, config.leads, config.lead_dropout,
+                                config.beat_encoder)
     if config.split != "inter-patient":
         raise EcgcapError("sequence models use the inter-patient split (windows of a record's "
                           "consecutive beats)", input=f"--split {config.split}")
@@ -342,7 +344,8 @@ def train_from_args(args: Any) -> tuple[dict[str, Any], Path]:
     base = config_from_args(args)
     config = SequenceTrainConfig(
         **{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)},
-        context=args.context, leads=args.leads, lead_dropout=args.lead_dropout)
+        context=args.context, leads=args.leads, lead_dropout=args.lead_dropout,
+        beat_encoder=args.beat_encoder)
     name = args.name or f"{db.name}-{config.model}-seed{config.seed}"
     make_run_dir(name, args.runs_dir, overwrite=args.overwrite, check_only=True)
     db_dir = locate_or_download(db.name, args.data_dir, quiet=args.quiet)
@@ -364,6 +367,7 @@ def _sequence_config_class() -> type:
         context: int = 16
         leads: str = "mlii"
         lead_dropout: float = 0.2
+        beat_encoder: str = "conv"
 
     return SequenceTrainConfig
 
