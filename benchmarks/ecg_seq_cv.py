@@ -63,8 +63,7 @@ def main() -> int:
                                  lead_dropout=args.lead_dropout,
                                  class_weight_power=args.class_weight_power,
                                  beat_encoder=args.beat_encoder)
-    settings = SequenceSettings(config.context, config.leads, config.lead_dropout,
-                                config.beat_encoder)
+    settings = SequenceSettings.of(config)
     data = load_beat_leads(locate_or_download("mitdb"), db, list(MITDB_DS1), config.beats,
                            quiet=True)
     y = np.array([db.classes.index(c) for c in data["label"]])

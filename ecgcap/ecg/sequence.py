@@ -228,6 +228,11 @@ class SequenceSettings:
     lead_dropout: float = 0.2
     beat_encoder: str = "conv"
 
+    @classmethod
+    def of(cls, config: Any) -> SequenceSettings:
+        """The settings held by a sequence training configuration (same field names)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
 
 def build_sequence_model(cell: str, settings: SequenceSettings, beats: BeatConfig,
                          n_classes: int, *, units: int = 64, conv_filters: Sequence[int] = (32, 32),
@@ -275,8 +280,7 @@ def train_sequence(config: Any, db: Database, db_dir: Path, run_dir: Path, *,
     from ecgcap.runtime.checkpoint import Checkpoint, StopOnSignal, fit_resumable
     from ecgcap.runtime.modelfile import load_model
 
-    settings = SequenceSettings(config.context, config.leads, config.lead_dropout,
-                                config.beat_encoder)
+    settings = SequenceSettings.of(config)
     if config.split != "inter-patient":
         raise EcgcapError("sequence models use the inter-patient split (windows of a record's "
                           "consecutive beats)", input=f"--split {config.split}")
@@ -360,14 +364,10 @@ def _sequence_config_class() -> type:
     from ecgcap.ecg.training import TrainConfig
 
     @dataclass
-    class SequenceTrainConfig(TrainConfig):
-        """A beat model's :class:`TrainConfig` with the beat-sequence settings."""
+    class SequenceTrainConfig(TrainConfig, SequenceSettings):
+        """A beat model's :class:`TrainConfig` with the :class:`SequenceSettings`."""
 
         model: str = "lstm-seq"
-        context: int = 16
-        leads: str = "mlii"
-        lead_dropout: float = 0.2
-        beat_encoder: str = "conv"
 
     return SequenceTrainConfig
 
